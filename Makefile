@@ -1,0 +1,31 @@
+# Two commands for a new machine: `make run` (the embedded demo) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test lint soak bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,aws]'
+	touch $(STAMP)
+
+run: venv
+	$(BIN)/rotator demo --duration $${DURATION:-30}
+
+test: venv
+	$(BIN)/ruff check rotator tests bench
+	$(BIN)/pytest -n 2 -q
+
+soak: venv
+	$(BIN)/python -m bench.soak
+
+bench: venv
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache build dist

@@ -1,0 +1,3 @@
+from rotator.cli import main
+
+raise SystemExit(main())

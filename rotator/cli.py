@@ -1,0 +1,150 @@
+"""The `rotator` command line. Every RotatorError becomes one line on stderr and its exit code.
+
+Data goes to stdout (rotate's JSON lines, PEMs, tokens, status); the audit events of one-shot
+commands go to stderr so that `rotator token NAME | jq` works. The daemon (`run`, `demo`)
+writes its audit events to stdout, for journald and Kubernetes log collection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rotator import __version__, audit
+from rotator.errors import InputError, RotatorError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rotator", description="Keeps machine credentials fresh.")
+    parser.add_argument("--version", action="version", version=f"rotator {__version__}")
+    parser.add_argument(
+        "--config", help="config file (default: $ROTATOR_CONFIG or /etc/rotator/rotator.toml)"
+    )
+    parser.add_argument("--log-format", choices=("json", "console"), default="json")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("check", help="validate config, keys and store access; writes nothing")
+
+    rotate = sub.add_parser("rotate", help="rotate now; one JSON line per credential")
+    rotate.add_argument("names", nargs="*")
+    rotate.add_argument("--all", action="store_true")
+    rotate.add_argument("--dry-run", action="store_true", help="load and mint, do not exchange or write")
+    rotate.add_argument("--force", action="store_true", help="rotate even if the token is fresh")
+
+    sub.add_parser("run", help="the daemon: rotate on schedule until SIGTERM")
+
+    status = sub.add_parser("status", help="token age, next run, certificate expiry, last error")
+    status.add_argument("--json", action="store_true")
+
+    keys = sub.add_parser("keys", help="create, import and roll signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    init = keys_sub.add_parser("init", help="new RSA key + self-signed certificate")
+    init.add_argument("name")
+    init.add_argument("--days", type=int, default=365)
+    init.add_argument("--bits", type=int, default=2048)
+    init.add_argument("--cn", help="certificate common name (default: the credential name)")
+    init.add_argument("--force", action="store_true", help="replace an existing key record")
+    imp = keys_sub.add_parser("import", help="store openssl-made server.key / server.crt")
+    imp.add_argument("name")
+    imp.add_argument("--key", required=True, type=Path)
+    imp.add_argument("--cert", required=True, type=Path)
+    imp.add_argument("--passphrase-file", type=Path,
+                     help="file holding the key's passphrase (or set ROTATOR_KEY_PASSPHRASE)")
+    imp.add_argument("--force", action="store_true", help="replace an existing key record")
+    for verb, text in (("rotate", "stage a pending key"), ("promote", "make the pending key current"),
+                       ("discard", "drop the pending key")):
+        cmd = keys_sub.add_parser(verb, help=text)
+        cmd.add_argument("name")
+        if verb == "promote":
+            cmd.add_argument("--force", action="store_true")
+        if verb == "rotate":
+            cmd.add_argument("--days", type=int, default=365)
+            cmd.add_argument("--bits", type=int, default=2048)
+
+    cert = sub.add_parser("cert", help="certificates")
+    cert_sub = cert.add_subparsers(dest="cert_command", required=True, parser_class=_Parser)
+    show = cert_sub.add_parser("show", help="subject, serial, validity, fingerprint")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true")
+    show.add_argument("--pending", action="store_true", help="the pending certificate")
+    show.add_argument("--pem", action="store_true", help="print the PEM alone, to upload")
+
+    jwt_cmd = sub.add_parser("jwt", help="print a freshly signed assertion")
+    jwt_cmd.add_argument("name")
+
+    token = sub.add_parser("token", help="print the stored token record (or one field)")
+    token.add_argument("name")
+    token.add_argument("--field")
+
+    audit_cmd = sub.add_parser("audit", help="audit trail tools")
+    audit_sub = audit_cmd.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    verify = audit_sub.add_parser("verify", help="check the audit log's hash chain")
+    verify.add_argument("files", nargs="+", type=Path)
+    hash_cmd = audit_sub.add_parser(
+        "hash", help="keyed fingerprint of a token (VALUE - reads it from stdin, keeping it out of argv)"
+    )
+    hash_cmd.add_argument("value")
+
+    demo = sub.add_parser("demo", help="the embedded default: local endpoint + file store, full loop")
+    demo.add_argument("--duration", type=float, default=30.0)
+    demo.add_argument("--dir", type=Path, default=Path(".demo"))
+    demo.add_argument("--every", default="5s")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        daemonish = args.command in ("run", "demo")
+        audit.configure(fmt=args.log_format, stream=sys.stdout if daemonish else sys.stderr)
+        return _dispatch(args)
+    except RotatorError as exc:
+        print(f"rotator: error: {audit.redact_text(exc.diagnostics())}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from rotator import commands
+
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "check": commands.check,
+        "rotate": commands.rotate,
+        "run": commands.run,
+        "status": commands.status,
+        "keys": commands.keys,
+        "cert": commands.cert,
+        "jwt": commands.jwt_command,
+        "token": commands.token,
+        "audit": commands.audit_command,
+        "demo": commands.demo,
+    }
+    return handlers[args.command](args)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def read_secret_arg(path: Path | None, env: str) -> str | None:
+    """Secrets come from files or the environment, never from argv (visible in /proc)."""
+    if path is not None:
+        try:
+            return path.read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    return os.environ.get(env) or None

@@ -1,0 +1,245 @@
+"""What each CLI command does. Thin: the work lives in engine, keys, stores and daemon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from rotator import audit
+from rotator.cli import print_json, read_secret_arg
+from rotator.config import Config, load_config, resolve_config_path
+from rotator.crypto import cert_info, load_certificate
+from rotator.engine import Engine
+from rotator.errors import InputError, RecordError, RotatorError, UsageError
+from rotator.keys import import_key_record, init_key_record
+
+
+def load(args: argparse.Namespace) -> Config:
+    config = load_config(resolve_config_path(args.config))
+    _use_audit_settings(config)
+    for warning in config.warnings:
+        audit.emit("config.warning", level="warning", warning=warning)
+    return config
+
+
+def _use_audit_settings(config: Config) -> None:
+    from rotator.audit_hash import use_key_file
+
+    key_file = config.daemon.audit_hmac_key_file
+    if key_file is None and config.daemon.state_dir is not None:
+        key_file = config.daemon.state_dir / "audit-hmac.key"
+    if key_file is not None:
+        use_key_file(key_file)
+
+
+def _names(args: argparse.Namespace, config: Config) -> list[str]:
+    if getattr(args, "all", False):
+        if args.names:
+            raise UsageError("give credential names or --all, not both")
+        return sorted(config.credentials)
+    if not args.names:
+        raise UsageError("name at least one credential, or pass --all")
+    for name in args.names:
+        config.credential(name)
+    return list(args.names)
+
+
+# ---------------------------------------------------------------------------- check
+
+
+def check(args: argparse.Namespace) -> int:
+    config = load(args)
+    engine = Engine(config)
+    failures = 0
+    for warning in config.warnings:
+        print(f"warning: {warning}")
+    for name in engine.stores.names():
+        store = engine.stores[name]
+        try:
+            store.check()
+            print(f"store {name}: ok ({store.describe()})")
+        except RotatorError as exc:
+            failures += 1
+            print(f"store {name}: FAILED {exc.diagnostics()}")
+    usage_error: RotatorError | None = None
+    for name in sorted(config.credentials):
+        try:
+            keyrec, record = engine.read_key_record(name)
+            loaded = engine.load_pair(name, keyrec.current, "current", record.version)
+            engine.mint(name, loaded.signer)
+            engine.read_token(name)
+            days = (loaded.not_after - engine.now()).total_seconds() / 86400
+            print(f"credential {name}: ok (key {loaded.signer.cert_sha256[:16]}, "
+                  f"certificate expires in {days:.0f} days)")
+        except RotatorError as exc:
+            failures += 1
+            usage_error = usage_error or (exc if exc.exit_code == 2 else None)
+            print(f"credential {name}: FAILED {exc.diagnostics()}")
+    engine.stores.close()
+    if usage_error is not None:
+        raise usage_error
+    return 1 if failures else 0
+
+
+# ---------------------------------------------------------------------------- rotate
+
+
+def rotate(args: argparse.Namespace) -> int:
+    config = load(args)
+    names = _names(args, config)
+    engine = Engine(config)
+    failed = 0
+    for name in names:
+        result = engine.rotate(name, force=args.force, dry_run=args.dry_run)
+        failed += not result.ok
+        print_json(result.to_json())
+    engine.stores.close()
+    return 1 if failed else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from rotator.daemon import run_daemon
+
+    return run_daemon(resolve_config_path(args.config), log_format=args.log_format)
+
+
+# ---------------------------------------------------------------------------- status
+
+
+def status(args: argparse.Namespace) -> int:
+    from rotator.status import collect_status, render_status
+
+    config = load(args)
+    rows = collect_status(config)
+    if args.json:
+        print_json(rows)
+    else:
+        sys.stdout.write(render_status(rows))
+    return 0
+
+
+# ---------------------------------------------------------------------------- keys / cert
+
+
+def keys(args: argparse.Namespace) -> int:
+    config = load(args)
+    engine = Engine(config)
+    name = args.name
+    cred = config.credential(name)
+    store = engine.stores[cred.key.store]
+    if args.keys_command == "init":
+        pem = init_key_record(
+            store, cred.key.path, name=name, bits=args.bits, days=args.days,
+            common_name=args.cn or name, force=args.force,
+        )
+        sys.stdout.write(pem)
+        return 0
+    if args.keys_command == "import":
+        passphrase = read_secret_arg(args.passphrase_file, "ROTATOR_KEY_PASSPHRASE")
+        pem = import_key_record(
+            store, cred.key.path, name=name, key_file=args.key, cert_file=args.cert,
+            passphrase=passphrase, algorithm=cred.algorithm, force=args.force,
+        )
+        sys.stdout.write(pem)
+        return 0
+    from rotator import lifecycle
+
+    return lifecycle.keys_command(engine, name, args)
+
+
+def cert(args: argparse.Namespace) -> int:
+    config = load(args)
+    engine = Engine(config)
+    keyrec, _ = engine.read_key_record(args.name)
+    cred = config.credential(args.name)
+    pair = keyrec.current
+    if args.pending:
+        if keyrec.pending is None:
+            raise InputError(
+                f"{args.name}: no pending key", hint=f"stage one: rotator keys rotate {args.name}"
+            )
+        pair = keyrec.pending
+    certificate = load_certificate(pair.certificate, where=str(cred.key))
+    if args.pem:
+        sys.stdout.write(pair.certificate if pair.certificate.endswith("\n") else pair.certificate + "\n")
+        return 0
+    info = cert_info(certificate)
+    now = datetime.now(UTC)
+    row: dict[str, Any] = {
+        "credential": args.name,
+        "role": "pending" if args.pending else "current",
+        "subject": info.subject,
+        "issuer": info.issuer,
+        "serial": info.serial,
+        "not_before": info.not_before.isoformat(),
+        "not_after": info.not_after.isoformat(),
+        "days_left": round(info.days_left(now), 1),
+        "sha256": info.sha256,
+    }
+    if args.json:
+        print_json(row)
+    else:
+        width = max(len(k) for k in row)
+        for key, value in row.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- jwt / token
+
+
+def jwt_command(args: argparse.Namespace) -> int:
+    config = load(args)
+    engine = Engine(config)
+    keyrec, record = engine.read_key_record(args.name)
+    loaded = engine.load_pair(args.name, keyrec.current, "current", record.version)
+    print(engine.mint(args.name, loaded.signer))
+    return 0
+
+
+def token(args: argparse.Namespace) -> int:
+    config = load(args)
+    cred = config.credential(args.name)
+    engine = Engine(config)
+    record = engine.stores[cred.token.store].read(cred.token.path)
+    if record is None:
+        raise RecordError(str(cred.token), "no token yet", hint=f"run `rotator rotate {args.name}`")
+    if args.field:
+        if args.field not in record.data:
+            raise InputError(f"--field {args.field}: not in the token record",
+                             hint="fields: " + ", ".join(sorted(record.data)))
+        value = record.data[args.field]
+        print(value if isinstance(value, str) else json.dumps(value))
+    else:
+        print_json(record.data)
+    return 0
+
+
+# ---------------------------------------------------------------------------- audit / demo
+
+
+def audit_command(args: argparse.Namespace) -> int:
+    if args.audit_command == "hash":
+        from rotator.audit_hash import token_fingerprint
+
+        if args.config or _config_exists():
+            load(args)
+        value = sys.stdin.readline().strip() if args.value == "-" else args.value
+        print(token_fingerprint(value))
+        return 0
+    from rotator.audit_chain import verify_files
+
+    return verify_files(args.files)
+
+
+def _config_exists() -> bool:
+    return resolve_config_path(None).exists()
+
+
+def demo(args: argparse.Namespace) -> int:
+    from rotator.demo import run_demo
+
+    return run_demo(directory=args.dir, duration=args.duration, every=args.every)

@@ -1,0 +1,438 @@
+"""TOML config -> validated, frozen models.
+
+Each section is validated on its own so that every error names its key path
+(`credentials.sf.login_url: ...`) in one line. Relative file paths are resolved
+against the directory of the config file, so a config and its files can move together.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from rotator.durations import parse_duration
+from rotator.errors import ConfigError
+from rotator.urls import check_url
+
+DEFAULT_CONFIG_PATH = Path("/etc/rotator/rotator.toml")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Store paths: what Vault, Secrets Manager and a file system all accept, and nothing that
+# could climb out of a file store's root.
+PATH_PATTERN = re.compile(r"^[A-Za-z0-9_+=@.-]+(/[A-Za-z0-9_+=@.-]+)*$")
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration string such as '30m'")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    return parse_duration(value)
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
+def _url(value: Any) -> str:
+    return check_url(value)
+
+
+Url = Annotated[str, BeforeValidator(_url)]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """`STORE:PATH` — where a record lives."""
+
+    store: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.store}:{self.path}"
+
+
+def parse_ref(value: Any) -> Ref:
+    if isinstance(value, Ref):
+        return value
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError("expected STORE:PATH, e.g. \"vault:salesforce/prod/signing-key\"")
+    store, _, path = value.partition(":")
+    if not NAME_PATTERN.match(store):
+        raise ValueError(f"{store!r} is not a store name")
+    check_store_path(path)
+    return Ref(store, path)
+
+
+def check_store_path(path: str) -> str:
+    if not path:
+        raise ValueError("the PATH part of STORE:PATH is empty")
+    if path.startswith("/"):
+        raise ValueError(f"{path!r} is absolute; store paths are relative to the store")
+    if any(part in ("..", ".") for part in path.split("/")):
+        raise ValueError(f"{path!r} contains '.' or '..'; store paths cannot leave the store")
+    if len(path) > 512 or not PATH_PATTERN.match(path):
+        raise ValueError(
+            f"{path!r} has characters a store path cannot have "
+            "(allowed: letters, digits, / _ + = @ . -)"
+        )
+    return path
+
+
+RefField = Annotated[Ref, BeforeValidator(parse_ref)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+# ---------------------------------------------------------------------------- daemon
+
+
+class DaemonConfig(_Model):
+    listen: str = "127.0.0.1:9464"
+    audit_log: Path | None = None
+    audit_max_bytes: int = Field(default=100 * 1024 * 1024, ge=4096)
+    audit_hmac_key_file: Path | None = None
+    state_dir: Path | None = None
+    workers: int = Field(default=4, ge=1, le=64)
+    shutdown_timeout: Duration = 30.0
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value == "":
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9464), or \"\" to disable")
+        return value
+
+
+# ---------------------------------------------------------------------------- stores
+
+
+class FileStoreConfig(_Model):
+    type: Literal["file"]
+    path: Path
+
+
+class VaultAuthConfig(_Model):
+    method: Literal["token", "approle", "kubernetes"] = "token"
+    # token
+    token_file: Path | None = None
+    token_env: str = "VAULT_TOKEN"  # noqa: S105 - the variable's name, not a secret
+    # approle
+    role_id_file: Path | None = None
+    secret_id_file: Path | None = None
+    # kubernetes
+    role: str | None = None
+    jwt_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    # auth mount; default: the method's name
+    mount: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> VaultAuthConfig:
+        if self.method == "approle" and not (self.role_id_file and self.secret_id_file):
+            raise ValueError("approle auth needs role_id_file and secret_id_file")
+        if self.method == "kubernetes" and not self.role:
+            raise ValueError("kubernetes auth needs role (the Vault role bound to this service account)")
+        return self
+
+
+class VaultStoreConfig(_Model):
+    type: Literal["vault"]
+    url: Url
+    mount: str = "secret"
+    namespace: str | None = None
+    ca_cert: Path | None = None
+    timeout: Duration = 10.0
+    auth: VaultAuthConfig = VaultAuthConfig()
+
+
+class AwsStoreConfig(_Model):
+    type: Literal["aws"]
+    region: str | None = None
+    endpoint_url: Url | None = None
+    profile: str | None = None
+    create_missing: bool = True
+    kms_key_id: str | None = None
+    tags: dict[str, str] = {}
+    timeout: Duration = 10.0
+
+
+StoreConfig = FileStoreConfig | VaultStoreConfig | AwsStoreConfig
+STORE_MODELS: dict[str, type[_Model]] = {
+    "file": FileStoreConfig,
+    "vault": VaultStoreConfig,
+    "aws": AwsStoreConfig,
+}
+
+# ---------------------------------------------------------------------------- credentials
+
+SALESFORCE_MAX_ASSERTION_LIFETIME = 180.0
+
+
+class CredentialConfig(_Model):
+    provider: Literal["salesforce", "jwt-bearer"]
+    client_id: str = Field(min_length=1, max_length=1024)
+    username: str | None = Field(default=None, min_length=1, max_length=1024)
+    login_url: Url | None = None
+    token_url: Url | None = None
+    audience: str | None = None
+    scope: str | None = None
+    extra_claims: dict[str, Any] = {}
+    algorithm: Literal["RS256", "PS256", "ES256"] = "RS256"
+    key: RefField
+    token: RefField
+    every: Duration = 1800.0
+    jitter: Duration = 60.0
+    assertion_lifetime: Duration = 180.0
+    timeout: Duration = 20.0
+    # key and certificate lifecycle
+    renew_before: Duration | None = None
+    max_key_age: Duration | None = None
+    expiry_warnings: tuple[int, ...] = (30, 14, 7, 3, 1)
+    publish_certificate: RefField | None = None
+    publish_file: Path | None = None
+    upload_hook: tuple[str, ...] | None = None
+    # failure policy
+    retry_min: Duration = 10.0
+    retry_max: Duration = 900.0
+    max_requests_per_hour: int = Field(default=60, ge=1, le=1800)
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("must be at least 1s")
+        return value
+
+    @field_validator("assertion_lifetime")
+    @classmethod
+    def _lifetime(cls, value: float) -> float:
+        if not 10 <= value <= 3600:
+            raise ValueError("must be between 10s and 1h")
+        return value
+
+    @field_validator("extra_claims")
+    @classmethod
+    def _claims(cls, value: dict[str, Any]) -> dict[str, Any]:
+        reserved = {"iss", "sub", "aud", "exp", "iat"} & set(value)
+        if reserved:
+            raise ValueError(f"cannot override {', '.join(sorted(reserved))}; use the named settings")
+        return value
+
+    @model_validator(mode="after")
+    def _provider_rules(self) -> CredentialConfig:
+        if self.provider == "salesforce":
+            if not self.username:
+                raise ValueError("salesforce needs username (the JWT sub)")
+            if self.algorithm != "RS256":
+                raise ValueError("salesforce accepts only RS256 assertions; remove algorithm")
+            if self.assertion_lifetime > SALESFORCE_MAX_ASSERTION_LIFETIME:
+                raise ValueError("salesforce wants exp within 3 minutes; assertion_lifetime <= 3m")
+            if self.audience is not None:
+                check_url(self.audience)
+        else:
+            if not self.token_url:
+                raise ValueError("jwt-bearer needs token_url")
+        if self.retry_min > self.retry_max:
+            raise ValueError("retry_min is larger than retry_max")
+        if self.jitter >= self.every:
+            raise ValueError("jitter must be smaller than every")
+        return self
+
+    # -- derived settings, so callers never repeat the provider rules
+
+    @property
+    def effective_login_url(self) -> str:
+        return self.login_url or "https://login.salesforce.com"
+
+    @property
+    def effective_token_url(self) -> str:
+        if self.token_url:
+            return self.token_url
+        return self.effective_login_url + "/services/oauth2/token"
+
+    @property
+    def effective_audience(self) -> str:
+        if self.audience:
+            return self.audience
+        if self.provider == "salesforce":
+            return self.effective_login_url
+        return self.effective_token_url
+
+
+# ---------------------------------------------------------------------------- root
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig
+    stores: Mapping[str, StoreConfig]
+    credentials: Mapping[str, CredentialConfig]
+    source: Path | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    def credential(self, name: str) -> CredentialConfig:
+        try:
+            return self.credentials[name]
+        except KeyError:
+            known = ", ".join(sorted(self.credentials)) or "none"
+            raise ConfigError(
+                f"no credential named {name!r}", hint=f"defined: {known}"
+            ) from None
+
+
+def resolve_config_path(cli_value: str | None) -> Path:
+    if cli_value:
+        return Path(cli_value)
+    env = os.environ.get("ROTATOR_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def load_config(path: Path) -> Config:
+    try:
+        raw_bytes = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: config file not found",
+            hint="pass --config PATH or set ROTATOR_CONFIG",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        raw = tomllib.loads(raw_bytes.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse_config(raw, base_dir=path.parent.resolve(), source=path)
+
+
+def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None = None) -> Config:
+    unknown = set(raw) - {"daemon", "stores", "credentials"}
+    if unknown:
+        first = sorted(unknown)[0]
+        raise ConfigError(f"{first}: unknown section", hint="allowed: daemon, stores, credentials")
+    daemon = _validate(DaemonConfig, _table(raw, "daemon"), "daemon")
+    daemon = _resolve_paths(daemon, base_dir, ("audit_log", "audit_hmac_key_file", "state_dir"))
+
+    stores: dict[str, StoreConfig] = {}
+    for name, body in _table(raw, "stores").items():
+        where = f"stores.{name}"
+        _check_name(name, where)
+        body = _as_table(body, where)
+        kind = body.get("type")
+        model = STORE_MODELS.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            raise ConfigError(f"{where}.type: expected one of file, vault, aws (got {kind!r})")
+        store = _validate(model, body, where)
+        if isinstance(store, FileStoreConfig):
+            store = _resolve_paths(store, base_dir, ("path",))
+        elif isinstance(store, VaultStoreConfig):
+            store = _resolve_paths(store, base_dir, ("ca_cert",))
+            auth = _resolve_paths(
+                store.auth, base_dir, ("token_file", "role_id_file", "secret_id_file", "jwt_file")
+            )
+            store = store.model_copy(update={"auth": auth})
+        stores[name] = store  # type: ignore[assignment]
+
+    credentials: dict[str, CredentialConfig] = {}
+    warnings: list[str] = []
+    for name, body in _table(raw, "credentials").items():
+        where = f"credentials.{name}"
+        _check_name(name, where)
+        cred = _validate(CredentialConfig, _as_table(body, where), where)
+        cred = _resolve_paths(cred, base_dir, ("publish_file",))
+        for attr in ("key", "token", "publish_certificate"):
+            ref = getattr(cred, attr)
+            if ref is not None and ref.store not in stores:
+                known = ", ".join(sorted(stores)) or "none defined"
+                raise ConfigError(
+                    f"{where}.{attr}: unknown store {ref.store!r}",
+                    hint=f"stores: {known}",
+                )
+        if cred.key == cred.token:
+            raise ConfigError(f"{where}.token: must differ from key (both are {cred.key})")
+        warnings.extend(_rate_warnings(name, cred, stores))
+        credentials[name] = cred
+    return Config(daemon, stores, credentials, source, tuple(warnings))
+
+
+def _rate_warnings(
+    name: str, cred: CredentialConfig, stores: Mapping[str, StoreConfig]
+) -> list[str]:
+    # Secrets Manager: PutSecretValue at most once per 10 minutes sustained; AWS keeps the
+    # 100 newest versions plus all from the last 24 h, so a faster cadence hits the quota.
+    store = stores.get(cred.token.store)
+    if isinstance(store, AwsStoreConfig) and cred.every < 600:
+        per_day = int(86400 // cred.every)
+        return [
+            f"credentials.{name}.every: {int(cred.every)}s is faster than Secrets Manager's "
+            f"sustained PutSecretValue rate (once per 10 minutes); {per_day} versions a day "
+            "will run into the version quota — use every >= 10m"
+        ]
+    return []
+
+
+def _table(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    return _as_table(raw.get(key, {}), key)
+
+
+def _as_table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table ([{where}])")
+    return value
+
+
+def _check_name(name: str, where: str) -> None:
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(f"{where}: names use letters, digits, '_', '.', '-' (max 128)")
+
+
+def _resolve_paths(model: Any, base: Path, attrs: tuple[str, ...]) -> Any:
+    update = {}
+    for attr in attrs:
+        value = getattr(model, attr)
+        if isinstance(value, Path) and not value.is_absolute():
+            update[attr] = base / value
+    return model.model_copy(update=update) if update else model
+
+
+def _validate(model: type[Any], body: Mapping[str, Any], where: str) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, where)) from None
+
+
+def format_validation_error(exc: ValidationError, prefix: str) -> str:
+    """First error only, as `prefix.key.path: message` — one line, no input values echoed."""
+    err = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(part) for part in (prefix, *err["loc"]) if part != "")
+    kind = err["type"]
+    msg = err["msg"]
+    if kind == "missing":
+        msg = "required key is missing"
+    elif kind == "extra_forbidden":
+        msg = "unknown key (check the spelling against the documented settings)"
+    elif kind in ("value_error", "assertion_error"):
+        msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return " ".join(f"{loc}: {msg}".split())

@@ -1,0 +1,223 @@
+"""Keys, certificates and assertions.
+
+What `openssl genrsa` / `req` / `x509 -req -sha256 -days 365` and jwt.io do by hand.
+A private key is parsed once and kept as a key object: PyJWT given PEM bytes
+re-validates the key on every signature (~36 ms), given the object it just signs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from rotator.errors import KeyMaterialError
+
+MIN_RSA_BITS = 2048
+ALLOWED_RSA_BITS = (2048, 3072, 4096)
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+# ---------------------------------------------------------------------------- making keys
+
+
+def generate_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
+    if bits not in ALLOWED_RSA_BITS:
+        raise KeyMaterialError(f"--bits {bits}: use 2048, 3072 or 4096")
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def generate_ec_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def self_signed_certificate(
+    key: PrivateKey, *, common_name: str, days: int = 365, now: datetime | None = None
+) -> x509.Certificate:
+    if not 1 <= days <= 3650:
+        raise KeyMaterialError(f"--days {days}: choose between 1 and 3650")
+    now = now or datetime.now(UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def key_to_pem(key: PrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+
+
+def cert_to_pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_private_key(
+    pem: str | bytes, *, passphrase: str | None = None, where: str = "private_key"
+) -> PrivateKey:
+    """Parse a PEM key (PKCS#1 or PKCS#8, optionally encrypted). Errors name `where`, never the key."""
+    data = pem.encode("utf-8") if isinstance(pem, str) else pem
+    if b"-----BEGIN" not in data:
+        raise KeyMaterialError(f"{where}: not a PEM private key (no BEGIN line)")
+    password = passphrase.encode("utf-8") if passphrase else None
+    try:
+        key = serialization.load_pem_private_key(data, password=password)
+    except TypeError:
+        if password is None:
+            raise KeyMaterialError(
+                f"{where}: the key is encrypted", hint="add its passphrase"
+            ) from None
+        raise KeyMaterialError(
+            f"{where}: a passphrase was given but the key is not encrypted",
+            hint="remove the passphrase",
+        ) from None
+    except ValueError:
+        if password is not None and b"ENCRYPTED" in data:
+            raise KeyMaterialError(f"{where}: wrong passphrase or corrupt key") from None
+        raise KeyMaterialError(f"{where}: malformed PEM private key") from None
+    except UnsupportedAlgorithm:
+        raise KeyMaterialError(f"{where}: unsupported key type") from None
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise KeyMaterialError(f"{where}: only RSA and EC (P-256) keys are supported")
+    return key
+
+
+def load_certificate(pem: str | bytes, *, where: str = "certificate") -> x509.Certificate:
+    data = pem.encode("utf-8") if isinstance(pem, str) else pem
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise KeyMaterialError(f"{where}: not a PEM certificate (no BEGIN CERTIFICATE line)")
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError:
+        raise KeyMaterialError(f"{where}: malformed PEM certificate") from None
+
+
+def check_key_for_algorithm(key: PrivateKey, algorithm: str, *, where: str) -> None:
+    """RS256/PS256 need RSA >= 2048; ES256 needs P-256."""
+    if algorithm in ("RS256", "PS256"):
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise KeyMaterialError(
+                f"{where}: {algorithm} needs an RSA key, this is an EC key",
+                hint="Salesforce accepts RSA keys only: openssl genrsa -out server.key 2048",
+            )
+        if key.key_size < MIN_RSA_BITS:
+            raise KeyMaterialError(
+                f"{where}: RSA key is {key.key_size} bits; at least {MIN_RSA_BITS} are required"
+            )
+    elif algorithm == "ES256" and (
+        not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1"
+    ):
+        raise KeyMaterialError(f"{where}: ES256 needs an EC P-256 key")
+
+
+def check_pair(key: PrivateKey, cert: x509.Certificate, *, where: str) -> None:
+    if public_key_der(key.public_key()) != public_key_der(cert.public_key()):
+        raise KeyMaterialError(
+            f"{where}: private_key does not match certificate",
+            hint="they come from different key pairs; import the certificate made from this key",
+        )
+
+
+def public_key_der(public_key: Any) -> bytes:
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+# ---------------------------------------------------------------------------- facts
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    subject: str
+    issuer: str
+    serial: str
+    not_before: datetime
+    not_after: datetime
+    sha256: str
+
+    def days_left(self, now: datetime) -> float:
+        return (self.not_after - now).total_seconds() / 86400
+
+    @property
+    def lifetime_seconds(self) -> float:
+        return (self.not_after - self.not_before).total_seconds()
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER certificate, lowercase hex (what `openssl x509 -fingerprint -sha256` shows)."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def cert_info(cert: x509.Certificate) -> CertInfo:
+    return CertInfo(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        serial=format(cert.serial_number, "x"),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        sha256=fingerprint(cert),
+    )
+
+
+# ---------------------------------------------------------------------------- signing
+
+
+class Signer:
+    """A loaded key plus its certificate's fingerprint: mints assertions without re-parsing."""
+
+    def __init__(self, key: PrivateKey, algorithm: str, cert_sha256: str) -> None:
+        self.key = key
+        self.algorithm = algorithm
+        self.cert_sha256 = cert_sha256
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self.key, algorithm=self.algorithm, headers={"typ": "JWT"})
+
+
+class KeyCache:
+    """Parsed keys, one per slot (e.g. "sf-prod/current"): each key PEM is parsed once per process.
+
+    A slot keeps only its latest key, so a rotated-out key does not linger in memory.
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[str, tuple[bytes, PrivateKey]] = {}
+        self._lock = threading.Lock()
+
+    def load(self, slot: str, pem: str, passphrase: str | None, *, where: str) -> PrivateKey:
+        digest = hashlib.sha256(f"{pem}\0{passphrase or ''}".encode()).digest()
+        with self._lock:
+            cached = self._slots.get(slot)
+        if cached is not None and cached[0] == digest:
+            return cached[1]
+        key = load_private_key(pem, passphrase=passphrase, where=where)
+        with self._lock:
+            self._slots[slot] = (digest, key)
+        return key
+
+    def __len__(self) -> int:
+        return len(self._slots)

@@ -1,0 +1,154 @@
+"""rotator's error tree. Every error says what went wrong and what to do about it.
+
+    RotatorError                      exit 1 unless a subclass says otherwise
+    ├── UsageError                    exit 2: the operator's input is wrong
+    │   ├── ConfigError               the TOML config (names the key path)
+    │   └── InputError                a file, key, certificate or argument
+    │       └── KeyMaterialError      a private key / certificate that cannot be used
+    ├── RecordError                   a record in a store is malformed
+    ├── StoreError                    a secret store refused or failed (carries store + path)
+    │   ├── RecordNotFound
+    │   ├── StoreAccessDenied         names the capability / IAM action that is missing
+    │   ├── StoreAuthError            could not log in to the store
+    │   ├── StoreConflict             compare-and-set lost: another writer got there first
+    │   └── StoreUnavailable          retryable: sealed, throttled, unreachable, 5xx
+    └── EndpointError                 the token endpoint
+        ├── TokenRejected             a definitive OAuth error (invalid_grant, ...)
+        ├── EndpointUnavailable       retryable: 5xx, 429, timeouts, resets, HTML pages
+        └── EndpointProtocolError     a 200 that is not a usable token response
+
+Dependency errors (hvac, botocore, requests) are converted at the edge of the
+module that calls the dependency and never travel further. Messages never hold
+secret values: they name fields, paths and files instead.
+"""
+
+from __future__ import annotations
+
+
+class RotatorError(Exception):
+    """Base of everything rotator raises on purpose."""
+
+    exit_code = 1
+    retryable = False
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def diagnostics(self) -> str:
+        """One line: what went wrong, then what to do."""
+        text = self.message
+        if self.hint:
+            text = f"{text} ({self.hint})"
+        return " ".join(text.split())
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+class UsageError(RotatorError):
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    pass
+
+
+class InputError(UsageError):
+    pass
+
+
+class KeyMaterialError(InputError):
+    pass
+
+
+class RecordError(RotatorError):
+    """A record read from a store does not have the shape CONTRACT.md gives it."""
+
+    def __init__(self, where: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{where}: {message}", hint=hint)
+        self.where = where
+
+
+class StoreError(RotatorError):
+    def __init__(
+        self, store: str, path: str, message: str, *, hint: str | None = None
+    ) -> None:
+        super().__init__(f"store {store!r}, {path or '/'}: {message}", hint=hint)
+        self.store = store
+        self.path = path
+
+
+class RecordNotFound(StoreError):
+    pass
+
+
+class StoreAccessDenied(StoreError):
+    pass
+
+
+class StoreAuthError(StoreError):
+    retryable = True
+
+
+class StoreConflict(StoreError):
+    """Compare-and-set failed: someone else wrote the record since we read it."""
+
+
+class StoreUnavailable(StoreError):
+    retryable = True
+
+    def __init__(
+        self,
+        store: str,
+        path: str,
+        message: str,
+        *,
+        hint: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(store, path, message, hint=hint)
+        self.retry_after = retry_after
+
+
+class EndpointError(RotatorError):
+    def __init__(self, url: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{url}: {message}", hint=hint)
+        self.url = url
+
+
+class TokenRejected(EndpointError):
+    """The endpoint answered with an OAuth error; retrying the same request will not help."""
+
+    def __init__(
+        self, url: str, error: str, description: str | None, *, hint: str | None = None
+    ) -> None:
+        desc = f" ({description})" if description else ""
+        super().__init__(url, f"token request rejected: {error}{desc}", hint=hint)
+        self.error = error
+        self.description = description or ""
+
+
+class EndpointUnavailable(EndpointError):
+    retryable = True
+
+    def __init__(
+        self,
+        url: str,
+        message: str,
+        *,
+        hint: str | None = None,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(url, message, hint=hint)
+        self.retry_after = retry_after
+        self.status = status
+
+
+class EndpointProtocolError(EndpointError):
+    """A reply we cannot use. Often a proxy or maintenance page: worth a later retry."""
+
+    retryable = True

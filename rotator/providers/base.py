@@ -1,0 +1,193 @@
+"""What a token endpoint provider is, and the HTTP exchange they share.
+
+A provider turns a credential's settings into JWT claims and a signed assertion into a
+TokenResponse. HTTP errors, timeouts and unusable replies are converted here into
+rotator's endpoint errors; requests' exceptions never travel past this module.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from rotator import __version__
+from rotator.errors import EndpointProtocolError, EndpointUnavailable
+
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+MAX_RESPONSE_BYTES = 1024 * 1024
+CONNECT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    access_token: str = field(repr=False)
+    token_type: str
+    issued_at: datetime
+    expires_at: datetime | None
+    instance_url: str | None = None
+    scope: str | None = None
+    id: str | None = None
+
+
+class Provider(Protocol):
+    token_url: str
+
+    def claims(self, now: float) -> dict[str, Any]:
+        """The assertion's claims at epoch time `now`."""
+        ...
+
+    def exchange(self, assertion: str) -> TokenResponse:
+        """POST the assertion; raise TokenRejected, EndpointUnavailable or EndpointProtocolError."""
+        ...
+
+
+_session_lock = threading.Lock()
+_session: requests.Session | None = None
+
+
+def shared_session() -> requests.Session:
+    """One HTTP session per process: connection reuse to each endpoint, no hidden retries."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=16, pool_maxsize=64, max_retries=0)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            session.headers["User-Agent"] = f"rotator/{__version__}"
+            _session = session
+        return _session
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def is_json(self) -> bool:
+        return "json" in self.headers.get("content-type", "").lower()
+
+
+def post_form(
+    url: str,
+    form: dict[str, str],
+    *,
+    timeout: float,
+    session_factory: Callable[[], requests.Session] = shared_session,
+) -> HttpReply:
+    """POST a form; network trouble becomes EndpointUnavailable naming the address."""
+    try:
+        response = session_factory().post(
+            url,
+            data=form,
+            headers={"Accept": "application/json"},
+            timeout=(CONNECT_TIMEOUT, timeout),
+            allow_redirects=False,
+            stream=True,
+        )
+    except requests.exceptions.ConnectTimeout:
+        raise EndpointUnavailable(url, "connection timed out", hint="is the host reachable?") from None
+    except requests.exceptions.Timeout:
+        raise EndpointUnavailable(url, f"no reply within {timeout:g}s") from None
+    except requests.exceptions.SSLError:
+        raise EndpointUnavailable(
+            url, "TLS handshake failed", hint="check the server certificate and the CA bundle"
+        ) from None
+    except requests.exceptions.ConnectionError as exc:
+        raise EndpointUnavailable(url, f"connection failed ({_reason(exc)})") from None
+    except requests.exceptions.RequestException as exc:
+        raise EndpointUnavailable(url, f"request failed ({type(exc).__name__})") from None
+    try:
+        body = _read_capped(response, url)
+    finally:
+        response.close()
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    return HttpReply(response.status_code, headers, body)
+
+
+def _read_capped(response: requests.Response, url: str) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                raise EndpointProtocolError(
+                    url, f"reply larger than {MAX_RESPONSE_BYTES} bytes; refusing to read it"
+                )
+            chunks.append(chunk)
+    except requests.exceptions.RequestException as exc:
+        raise EndpointUnavailable(url, f"reply cut off ({_reason(exc)})") from None
+    return b"".join(chunks)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "Connection reset", "Name or service not known",
+                   "timed out", "Remote end closed", "Connection aborted"):
+        if marker.lower() in text.lower():
+            return marker.lower()
+    return type(exc).__name__
+
+
+def retry_after_seconds(headers: dict[str, str]) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), capped at one hour."""
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - datetime.now(when.tzinfo).timestamp()
+    return max(0.0, min(seconds, 3600.0))
+
+
+def unavailable_for(url: str, reply: HttpReply) -> EndpointUnavailable | None:
+    """5xx and 429 are the endpoint's trouble, not ours: retry later (honouring Retry-After)."""
+    if reply.status == 429:
+        return EndpointUnavailable(
+            url,
+            "rate limited (HTTP 429)",
+            retry_after=retry_after_seconds(reply.headers),
+            status=429,
+        )
+    if reply.status >= 500:
+        return EndpointUnavailable(
+            url,
+            f"server error (HTTP {reply.status})",
+            retry_after=retry_after_seconds(reply.headers),
+            status=reply.status,
+        )
+    return None
+
+
+def parse_json_object(url: str, reply: HttpReply) -> dict[str, Any]:
+    try:
+        data = reply.json()
+    except (ValueError, UnicodeDecodeError):
+        kind = reply.headers.get("content-type", "no content type").split(";")[0]
+        raise EndpointProtocolError(
+            url,
+            f"HTTP {reply.status} reply is not JSON ({kind})",
+            hint="often a maintenance page or a proxy; will retry",
+        ) from None
+    if not isinstance(data, dict):
+        raise EndpointProtocolError(url, f"HTTP {reply.status} reply is not a JSON object")
+    return data

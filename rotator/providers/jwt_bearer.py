@@ -1,0 +1,98 @@
+"""Generic RFC 7523 JWT bearer grant: any token_url, audience, scope and extra claims.
+
+Works for e.g. a Google service account (aud and token_url https://oauth2.googleapis.com/token,
+scope as a claim) or any authorization server that takes the jwt-bearer grant.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rotator.config import CredentialConfig
+from rotator.errors import EndpointProtocolError, TokenRejected
+from rotator.providers.base import (
+    JWT_BEARER_GRANT,
+    TokenResponse,
+    parse_json_object,
+    post_form,
+    unavailable_for,
+)
+
+MAX_TOKEN_CHARS = 16384
+OAUTH_HINTS = {
+    "invalid_grant": "the server refused the assertion: check the key registered for client_id, "
+    "iss/sub/aud, and this host's clock",
+    "invalid_client": "client_id (iss) is not known to the server",
+    "unauthorized_client": "the client may not use the jwt-bearer grant; enable it on the server",
+    "invalid_scope": "the requested scope is not allowed for this client",
+    "unsupported_grant_type": "the server does not support the jwt-bearer grant; check token_url",
+}
+
+
+class JwtBearerProvider:
+    def __init__(self, name: str, config: CredentialConfig) -> None:
+        self.name = name
+        self.config = config
+        self.token_url = config.effective_token_url
+        self.audience = config.effective_audience
+        self.timeout = config.timeout
+
+    def claims(self, now: float) -> dict[str, Any]:
+        issued = int(now)
+        claims: dict[str, Any] = dict(self.config.extra_claims)
+        claims.update(
+            iss=self.config.client_id,
+            sub=self.config.username or self.config.client_id,
+            aud=self.audience,
+            iat=issued,
+            exp=issued + int(self.config.assertion_lifetime),
+            jti=secrets.token_urlsafe(16),  # some servers refuse a replayed assertion
+        )
+        if self.config.scope:
+            claims["scope"] = self.config.scope
+        return claims
+
+    def exchange(self, assertion: str) -> TokenResponse:
+        url = self.token_url
+        form = {"grant_type": JWT_BEARER_GRANT, "assertion": assertion}
+        reply = post_form(url, form, timeout=self.timeout)
+        trouble = unavailable_for(url, reply)
+        if trouble is not None:
+            raise trouble
+        data = parse_json_object(url, reply)
+        if reply.status != 200:
+            error = data.get("error")
+            if not isinstance(error, str):
+                raise EndpointProtocolError(url, f"HTTP {reply.status} without an OAuth error")
+            description = str(data.get("error_description") or "")[:200]
+            raise TokenRejected(url, error[:100], description, hint=OAUTH_HINTS.get(error))
+        return parse_oauth_success(url, data)
+
+
+def parse_oauth_success(url: str, data: dict[str, Any]) -> TokenResponse:
+    token = data.get("access_token")
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+        raise EndpointProtocolError(url, "token response has no usable access_token")
+    now = datetime.now(UTC)
+    expires_in = data.get("expires_in")
+    expires_at = None
+    if expires_in is not None:
+        try:
+            seconds = int(expires_in)
+        except (TypeError, ValueError):
+            raise EndpointProtocolError(url, "expires_in is not a number") from None
+        if not 0 < seconds <= 366 * 86400:
+            raise EndpointProtocolError(url, f"expires_in {seconds} is out of range")
+        expires_at = now + timedelta(seconds=seconds)
+    scope = data.get("scope")
+    return TokenResponse(
+        access_token=token,
+        token_type=str(data.get("token_type") or "Bearer"),
+        issued_at=now,
+        expires_at=expires_at,
+        instance_url=data.get("instance_url") if isinstance(data.get("instance_url"), str) else None,
+        scope=scope if isinstance(scope, str) else None,
+        id=data.get("id") if isinstance(data.get("id"), str) else None,
+    )

@@ -1,0 +1,148 @@
+"""The two record shapes of CONTRACT.md: the key record and the token record.
+
+Both are one JSON object wherever they live. Secret fields are excluded from repr so that a
+record in a traceback or a debug line never shows key material or a token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rotator.clock import parse_rfc3339, rfc3339
+from rotator.errors import RecordError
+
+MAX_PEM_CHARS = 64 * 1024
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private_key: str = field(repr=False)
+    certificate: str = field(repr=False)
+    passphrase: str | None = field(default=None, repr=False)
+
+
+# Fields of the key record, by role. The first three are what an operator writes by hand.
+_SLOTS = {
+    "current": ("private_key", "certificate", "passphrase"),
+    "pending": ("pending_private_key", "pending_certificate", "pending_passphrase"),
+    "previous": ("previous_private_key", "previous_certificate", "previous_passphrase"),
+}
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    current: KeyPair
+    pending: KeyPair | None = None
+    previous: KeyPair | None = None
+    # anything else in the record (operator notes, timestamps); kept on rewrite
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_data(cls, data: Any, *, where: str) -> KeyRecord:
+        if not isinstance(data, dict):
+            raise RecordError(where, "key record is not a JSON object")
+        pairs: dict[str, KeyPair | None] = {}
+        for role, names in _SLOTS.items():
+            pairs[role] = _pair(data, names, where, required=(role == "current"))
+        extra = {
+            k: v for k, v in data.items() if not any(k in names for names in _SLOTS.values())
+        }
+        current = pairs["current"]
+        assert current is not None
+        return cls(current, pairs["pending"], pairs["previous"], extra)
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = dict(self.extra)
+        for role, names in _SLOTS.items():
+            pair: KeyPair | None = getattr(self, role)
+            if pair is None:
+                continue
+            data[names[0]] = pair.private_key
+            data[names[1]] = pair.certificate
+            if pair.passphrase:
+                data[names[2]] = pair.passphrase
+        return data
+
+
+def _pair(data: dict[str, Any], names: tuple[str, str, str], where: str, *, required: bool):
+    key_name, cert_name, pass_name = names
+    if key_name not in data and cert_name not in data:
+        if required:
+            raise RecordError(
+                where,
+                "key record has no private_key/certificate",
+                hint="write it with `rotator keys init` or `keys import`",
+            )
+        return None
+    for name in (key_name, cert_name):
+        value = data.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise RecordError(where, f"{name} is missing or not a string")
+        if len(value) > MAX_PEM_CHARS:
+            raise RecordError(where, f"{name} is larger than {MAX_PEM_CHARS} characters")
+    passphrase = data.get(pass_name)
+    if passphrase is not None and not isinstance(passphrase, str):
+        raise RecordError(where, f"{pass_name} must be a string")
+    return KeyPair(data[key_name], data[cert_name], passphrase or None)
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    access_token: str = field(repr=False)
+    instance_url: str | None
+    token_type: str
+    scope: str | None
+    id: str | None
+    issued_at: datetime
+    expires_at: datetime | None
+    credential: str
+    key_sha256: str
+    rotation_id: str | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "instance_url": self.instance_url,
+            "token_type": self.token_type,
+            "scope": self.scope,
+            "id": self.id,
+            "issued_at": rfc3339(self.issued_at),
+            "expires_at": rfc3339(self.expires_at) if self.expires_at else None,
+            "credential": self.credential,
+            "key_sha256": self.key_sha256,
+            "rotation_id": self.rotation_id,
+        }
+
+    @classmethod
+    def from_data(cls, data: Any, *, where: str) -> TokenRecord:
+        if not isinstance(data, dict):
+            raise RecordError(where, "token record is not a JSON object")
+        token = data.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise RecordError(where, "access_token is missing or not a string")
+        try:
+            issued = parse_rfc3339(data["issued_at"])
+            expires_raw = data.get("expires_at")
+            expires = parse_rfc3339(expires_raw) if expires_raw else None
+        except (KeyError, TypeError, ValueError):
+            raise RecordError(where, "issued_at/expires_at are not RFC 3339 timestamps") from None
+        for name in ("instance_url", "scope", "id", "rotation_id"):
+            if data.get(name) is not None and not isinstance(data[name], str):
+                raise RecordError(where, f"{name} must be a string or null")
+        return cls(
+            access_token=token,
+            instance_url=data.get("instance_url"),
+            token_type=str(data.get("token_type") or "Bearer"),
+            scope=data.get("scope"),
+            id=data.get("id"),
+            issued_at=issued,
+            expires_at=expires,
+            credential=str(data.get("credential") or ""),
+            key_sha256=str(data.get("key_sha256") or ""),
+            rotation_id=data.get("rotation_id"),
+        )
+
+    def age(self, now: datetime) -> float:
+        return (now - self.issued_at).total_seconds()
