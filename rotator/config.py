@@ -216,6 +216,18 @@ class CredentialConfig(_Model):
     retry_max: Duration = 900.0
     max_requests_per_hour: int = Field(default=60, ge=1, le=1800)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_jitter(cls, data: Any) -> Any:
+        # Default jitter: a tenth of the interval, at most a minute (so every = "1m" works).
+        if isinstance(data, dict) and "jitter" not in data:
+            try:
+                every = _duration(data.get("every", 1800.0))
+            except (ValueError, TypeError):
+                return data  # the field validator reports it
+            data = {**data, "jitter": min(60.0, every / 10)}
+        return data
+
     @field_validator("every")
     @classmethod
     def _every(cls, value: float) -> float:

@@ -98,7 +98,11 @@ def run_demo(*, directory: Path, duration: float, every: str, out: TextIO | None
         keyrec, record = engine.read_key_record("demo")
         loaded = engine.load_pair("demo", keyrec.current, "current", record.version)
         say(f"4. certificate sha256 {loaded.signer.cert_sha256[:16]}… uploaded to the connected app")
-        say(f"5. rotating every {every}; a consumer reads the token from the store and queries"
+        claims = engine.provider("demo").claims(time.time())
+        say(f"5. each rotation signs an RS256 assertion: iss={claims['iss'][:12]}… sub={claims['sub']} "
+            f"aud={claims['aud']} exp=now+{claims['exp'] - claims['iat']}s, and POSTs it to "
+            "/services/oauth2/token")
+        say(f"6. rotating every {every}; a consumer reads the token from the store and queries"
             f" (Ctrl-C to stop{'' if duration <= 0 else f', or wait {duration:g}s'})")
 
         deadline = time.monotonic() + duration if duration > 0 else None

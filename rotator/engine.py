@@ -131,14 +131,19 @@ class Engine:
     def read_token(self, name: str) -> tuple[TokenRecord | None, Record | None]:
         """The stored token and its raw record; an unreadable token counts as none."""
         cred = self.config.credential(name)
-        record = self.stores[cred.token.store].read(cred.token.path)
+        try:
+            record = self.stores[cred.token.store].read(cred.token.path)
+        except RecordError as exc:
+            if exc.version is None:
+                raise  # without its version we could not replace it safely
+            _unreadable(name, exc)
+            return None, Record({}, exc.version)
         if record is None:
             return None, None
         try:
             return TokenRecord.from_data(record.data, where=str(cred.token)), record
         except RecordError as exc:
-            audit.emit("token.unreadable", credential=name, level="warning",
-                       diagnosis=exc.diagnostics())
+            _unreadable(name, exc)
             return None, record
 
     # -- one rotation
@@ -244,6 +249,10 @@ class Engine:
     def _step(self, name: str, step: str) -> None:
         if self.on_step is not None:
             self.on_step(name, step)
+
+
+def _unreadable(name: str, exc: RecordError) -> None:
+    audit.emit("token.unreadable", credential=name, level="warning", diagnosis=exc.diagnostics())
 
 
 def _with_duration(result: RotationResult, seconds: float) -> RotationResult:

@@ -67,9 +67,14 @@ class KeyMaterialError(InputError):
 class RecordError(RotatorError):
     """A record read from a store does not have the shape CONTRACT.md gives it."""
 
-    def __init__(self, where: str, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, where: str, message: str, *, hint: str | None = None, version: str | None = None
+    ) -> None:
         super().__init__(f"{where}: {message}", hint=hint)
         self.where = where
+        # The store's version of the unusable record, when known: lets a writer replace it
+        # with compare-and-set instead of being stuck behind it.
+        self.version = version
 
 
 class StoreError(RotatorError):

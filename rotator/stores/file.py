@@ -48,7 +48,12 @@ class FileStore:
             return None
         except OSError as exc:
             raise self._os_error(path, exc, "read") from None
-        return Record(_parse(raw, f"{self.name}:{path}"), _version(raw), {"file": str(target)})
+        try:
+            data = _parse(raw, f"{self.name}:{path}")
+        except RecordError as exc:
+            exc.version = _version(raw)
+            raise
+        return Record(data, _version(raw), {"file": str(target)})
 
     def write(
         self,

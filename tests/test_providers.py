@@ -1,0 +1,105 @@
+"""Providers: the generic RFC 7523 grant, algorithms, response parsing and error mapping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jwt
+import pytest
+
+from rotator.config import load_config
+from rotator.crypto import Signer, generate_ec_key, generate_rsa_key
+from rotator.engine import Engine
+from rotator.errors import EndpointProtocolError
+from rotator.providers.base import HttpReply, retry_after_seconds, unavailable_for
+from rotator.providers.jwt_bearer import parse_oauth_success
+from rotator.providers.salesforce import hint_for, parse_success
+from tests.conftest import CLIENT_ID, USERNAME, write_config
+
+
+def test_jwt_bearer_against_rfc7523_endpoint(run_cli, endpoint, tmp_path: Path) -> None:
+    """provider jwt-bearer with token_url + audience works against any RFC 7523 server."""
+    config = write_config(tmp_path / "r.toml", login_url=endpoint.url, credentials={"sf": {
+        "provider": "jwt-bearer", "login_url": None, "token_url": endpoint.token_url,
+        "audience": endpoint.url, "extra_claims": {"tenant": "acme"}, "scope": "api",
+    }})
+    cert = run_cli("--config", config, "keys", "init", "sf").out
+    endpoint.register_app(CLIENT_ID, cert, users=[USERNAME])
+    result = Engine(load_config(config)).rotate("sf")
+    assert result.ok, result.error
+    assertion = run_cli("--config", config, "jwt", "sf", guard=False).out.strip()
+    claims = jwt.decode(assertion, options={"verify_signature": False})
+    assert claims["tenant"] == "acme" and claims["scope"] == "api" and claims["jti"]
+    assert claims["aud"] == endpoint.url
+
+
+@pytest.mark.parametrize(("alg", "key"), [("RS256", "rsa"), ("PS256", "rsa"), ("ES256", "ec")])
+def test_signer_algorithms(alg: str, key: str) -> None:
+    """RS256, PS256 and ES256 assertions verify with the matching public key."""
+    private = generate_rsa_key() if key == "rsa" else generate_ec_key()
+    token = Signer(private, alg, "f" * 64).sign({"iss": "x", "exp": 2_000_000_000})
+    assert jwt.get_unverified_header(token)["alg"] == alg
+    assert jwt.decode(token, private.public_key(), algorithms=[alg])["iss"] == "x"
+
+
+def test_salesforce_success_parsing() -> None:
+    """issued_at in epoch milliseconds becomes the token's issue time; no lifetime is invented."""
+    parsed = parse_success("u", {"access_token": "00Dx!abc", "instance_url": "https://na1.example",
+                                 "issued_at": "1764331200000", "token_type": "Bearer"})
+    assert parsed.issued_at == datetime(2025, 11, 28, 12, 0, tzinfo=UTC)
+    assert parsed.expires_at is None
+
+
+@pytest.mark.parametrize("body", [
+    {"instance_url": "https://x"},
+    {"access_token": 5, "instance_url": "https://x"},
+    {"access_token": "t"},
+    {"access_token": "t", "instance_url": "http://evil.example"},
+    {"access_token": "t", "instance_url": "https://x", "scope": 3},
+    {"access_token": "t" * 10000, "instance_url": "https://x"},
+])
+def test_salesforce_bad_success_bodies(body: dict) -> None:
+    """A 200 without a usable token or with a non-https instance_url is refused."""
+    with pytest.raises(EndpointProtocolError):
+        parse_success("u", body)
+
+
+def test_oauth_expires_in() -> None:
+    """expires_in becomes expires_at; nonsense is refused."""
+    parsed = parse_oauth_success("u", {"access_token": "t", "expires_in": 3600})
+    assert parsed.expires_at is not None
+    assert 3590 < (parsed.expires_at - parsed.issued_at).total_seconds() <= 3600
+    for bad in ("soon", -1, 10**9):
+        with pytest.raises(EndpointProtocolError):
+            parse_oauth_success("u", {"access_token": "t", "expires_in": bad})
+
+
+def test_retry_after_forms() -> None:
+    """Retry-After as seconds or an HTTP date, capped at an hour; junk ignored."""
+    assert retry_after_seconds({"retry-after": "7"}) == 7
+    assert retry_after_seconds({"retry-after": "999999"}) == 3600
+    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0
+    assert retry_after_seconds({"retry-after": "soon"}) is None
+    assert retry_after_seconds({}) is None
+
+
+def test_unavailable_classification() -> None:
+    """429 and 5xx are retryable; 4xx are not this function's business."""
+    assert unavailable_for("u", HttpReply(503, {}, b"")).retryable  # type: ignore[union-attr]
+    assert unavailable_for("u", HttpReply(429, {"retry-after": "3"}, b"")).retry_after == 3  # type: ignore[union-attr]
+    assert unavailable_for("u", HttpReply(400, {}, b"")) is None
+
+
+def test_every_documented_error_has_its_own_hint() -> None:
+    """Each SALESFORCE.md error maps to a distinct remediation."""
+    pairs = [("invalid_grant", "invalid assertion"), ("invalid_grant", "audience is invalid"),
+             ("invalid_grant", "expired authorization code"),
+             ("invalid_grant", "user hasn't approved this consumer"),
+             ("invalid_client_id", "client identifier invalid"),
+             ("invalid_app_access", "user is not admin approved to access this app"),
+             ("unsupported_grant_type", "grant type not supported"),
+             ("invalid_grant", "LOGIN_RATE_EXCEEDED")]
+    hints = [hint_for(error, description) for error, description in pairs]
+    assert all(hints)
+    assert len(set(hints)) == len(hints)
