@@ -200,3 +200,19 @@ def test_errors_never_echo_key_material() -> None:
         load_private_key(body, where="vault:sf/key")
     assert "MIIBOg" not in str(info.value)
     assert info.value.diagnostics().startswith("vault:sf/key")
+
+
+def test_corrupt_private_key_is_refused() -> None:
+    """A key whose private half is damaged (public half intact) fails the sign/verify self-test."""
+    from rotator.crypto import check_pair
+
+    good = generate_rsa_key()
+    cert = self_signed_certificate(good, common_name="x", days=1)
+    n = good.private_numbers()
+    broken = rsa.RSAPrivateNumbers(
+        p=n.p, q=n.q, d=n.d + 2, dmp1=n.dmp1 + 2, dmq1=n.dmq1 + 2, iqmp=n.iqmp,
+        public_numbers=n.public_numbers,
+    ).private_key(unsafe_skip_rsa_key_validation=True)
+    check_pair(good, cert, where="ok")
+    with pytest.raises(KeyMaterialError, match="corrupt"):
+        check_pair(broken, cert, where="vault:sf/key")
