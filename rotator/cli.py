@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from rotator import __version__, audit
-from rotator.errors import InputError, RotatorError, UsageError
+from rotator.errors import InputError, InternalError, RotatorError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -115,6 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a bug: no traceback (it could show secrets) unless asked
+        if os.environ.get("ROTATOR_DEBUG") == "1":
+            raise
+        print(f"rotator: error: {InternalError(exc).diagnostics()}", file=sys.stderr)
+        return 1
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from rotator.crypto import (
     check_pair,
     load_certificate,
 )
-from rotator.errors import RecordError, RotatorError, StoreConflict
+from rotator.errors import InternalError, RecordError, RotatorError, StoreConflict
 from rotator.policy import token_due
 from rotator.providers import Provider, build_provider
 from rotator.records import KeyPair, KeyRecord, TokenRecord
@@ -154,7 +154,8 @@ class Engine:
         with audit.bound_contextvars(rotation_id=rotation_id, credential=name):
             try:
                 result = self._rotate(name, rotation_id, force=force, dry_run=dry_run)
-            except RotatorError as exc:
+            except Exception as raw:  # one broken credential must not stop the others
+                exc = raw if isinstance(raw, RotatorError) else InternalError(raw)
                 result = RotationResult(name, False, "failed", error=exc, rotation_id=rotation_id)
                 audit.emit(
                     "rotation.failed", level="error", outcome="failure",

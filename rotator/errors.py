@@ -1,6 +1,7 @@
 """rotator's error tree. Every error says what went wrong and what to do about it.
 
     RotatorError                      exit 1 unless a subclass says otherwise
+    ├── InternalError                 a bug: an exception nothing converted
     ├── UsageError                    exit 2: the operator's input is wrong
     │   ├── ConfigError               the TOML config (names the key path)
     │   └── InputError                a file, key, certificate or argument
@@ -46,6 +47,18 @@ class RotatorError(Exception):
     @property
     def kind(self) -> str:
         return type(self).__name__
+
+
+class InternalError(RotatorError):
+    """A bug: something raised that no module converted. Reported without its message,
+    which could hold anything, and without a traceback (ROTATOR_DEBUG=1 shows one)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(
+            f"internal error ({type(exc).__name__})",
+            hint="please report it; rerun with ROTATOR_DEBUG=1 for a traceback",
+        )
+        self.original_type = type(exc).__name__
 
 
 class UsageError(RotatorError):

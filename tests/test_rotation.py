@@ -284,3 +284,31 @@ def test_no_key_record_is_a_clear_error(run_cli, endpoint, config_path: Path) ->
     line = run_cli("--config", config_path, "rotate", "sf").json_lines()[0]
     assert "local:sf/key: no key record" in line["error"]
     assert "keys init sf" in line["error"]
+
+
+def test_one_broken_credential_does_not_stop_the_others(run_cli, endpoint, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    """rotate --all records a bug in one credential (no traceback) and still rotates the rest."""
+    from rotator.stores.file import FileStore
+
+    config = write_config(tmp_path / "r.toml", login_url=endpoint.url,
+                          credentials={"a": {}, "b": {}})
+    for name in ("a", "b"):
+        cert = run_cli("--config", config, "keys", "init", name).out
+    endpoint.register_app(CLIENT_ID, cert, users=[USERNAME])  # only b's certificate
+    real_read = FileStore.read
+
+    def flaky(self, path):
+        if path == "a/token":
+            raise ZeroDivisionError("secret-ish detail that must not be printed")
+        return real_read(self, path)
+
+    monkeypatch.setattr(FileStore, "read", flaky)
+    result = run_cli("--config", config, "rotate", "--all")
+    lines = {line["name"]: line for line in result.json_lines()}
+    assert result.code == 1
+    assert lines["a"]["ok"] is False
+    assert lines["a"]["error"].startswith("internal error (ZeroDivisionError)")
+    assert "secret-ish" not in result.out + result.err
+    assert "Traceback" not in result.err
+    assert lines["b"]["ok"] is True and lines["b"]["action"] == "rotated"
