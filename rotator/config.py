@@ -145,6 +145,10 @@ class VaultAuthConfig(_Model):
     jwt_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
     # auth mount; default: the method's name
     mount: str | None = None
+    # token lifecycle: the increment asked for at each renew-self (default: the token's own
+    # TTL), and whether a token rotator logged in for (approle, kubernetes) is revoked on exit
+    renew_increment: Duration | None = None
+    revoke_on_close: bool = True
 
     @model_validator(mode="after")
     def _complete(self) -> VaultAuthConfig:
