@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from rotator import audit
+from rotator import audit, lifecycle
 from rotator.audit_hash import token_fingerprint
 from rotator.clock import Clock
 from rotator.config import Config, CredentialConfig
@@ -172,6 +172,8 @@ class Engine:
         loaded = self.load_pair(name, keyrec.current, "current", key_record.version)
         self._step(name, "key-loaded")
         token, token_record = self.read_token(name)
+        keys = lifecycle.prepare(self, name, keyrec, loaded, token, dry_run=dry_run)
+        loaded = keys.current
         if not force and not dry_run:
             due = token_due(token, every=cred.every, jitter=cred.jitter, now=self.now(),
                             key_sha256=loaded.signer.cert_sha256)
@@ -185,7 +187,8 @@ class Engine:
             audit.emit("rotation.skipped", outcome="skipped", reason="dry run")
             return RotationResult(name, True, "dry-run", reason="dry run: minted, not exchanged",
                                   key_sha256=loaded.signer.cert_sha256, rotation_id=rotation_id)
-        response = self.provider(name).exchange(assertion)
+        exchanged = lifecycle.exchange(self, name, keys, assertion)  # pending key first
+        response = exchanged.response
         self._step(name, "exchanged")
         new = TokenRecord(
             access_token=response.access_token,
@@ -196,10 +199,12 @@ class Engine:
             issued_at=response.issued_at,
             expires_at=response.expires_at,
             credential=name,
-            key_sha256=loaded.signer.cert_sha256,
+            key_sha256=exchanged.signer.cert_sha256,
             rotation_id=rotation_id,
         )
-        return self._write_token(name, cred, new, token_record, rotation_id)
+        result = self._write_token(name, cred, new, token_record, rotation_id)
+        lifecycle.after_write(self, name, keys, exchanged)  # token first, then the key record
+        return result
 
     def _write_token(
         self,

@@ -11,6 +11,7 @@ from rotator.crypto import cert_info, load_certificate
 from rotator.durations import format_duration
 from rotator.engine import Engine
 from rotator.errors import RotatorError
+from rotator.policy import renewal_due
 from rotator.records import KeyRecord
 
 
@@ -50,6 +51,11 @@ def collect_status(config: Config) -> list[dict[str, Any]]:
             row["cert_days_left"] = round(info.days_left(now), 1)
             row["key_sha256"] = info.sha256
             row["pending_key"] = _pending(keyrec)
+            cred = config.credential(name)
+            row["renew_at"] = renewal_due(
+                not_before=info.not_before, not_after=info.not_after, now=now,
+                renew_before=cred.renew_before, max_key_age=cred.max_key_age,
+            ).at.isoformat()
         except RotatorError as exc:
             row["key_error"] = exc.diagnostics()
         daemon = state.get(name, {})
