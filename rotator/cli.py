@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "promote":
             cmd.add_argument("--force", action="store_true")
         if verb == "rotate":
-            cmd.add_argument("--days", type=int, default=365)
-            cmd.add_argument("--bits", type=int, default=2048)
+            # None: inherit the current key's size and the current certificate's lifetime
+            cmd.add_argument("--days", type=int, default=None)
+            cmd.add_argument("--bits", type=int, default=None)
 
     cert = sub.add_parser("cert", help="certificates")
     cert_sub = cert.add_subparsers(dest="cert_command", required=True, parser_class=_Parser)

@@ -38,20 +38,34 @@ class KeyRecord:
     previous: KeyPair | None = None
     # anything else in the record (operator notes, timestamps); kept on rewrite
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    # what was wrong with a pending/previous slot that had to be ignored (never the values)
+    damaged: tuple[str, ...] = ()
 
     @classmethod
     def from_data(cls, data: Any, *, where: str) -> KeyRecord:
         if not isinstance(data, dict):
             raise RecordError(where, "key record is not a JSON object")
         pairs: dict[str, KeyPair | None] = {}
+        damaged: list[str] = []
         for role, names in _SLOTS.items():
-            pairs[role] = _pair(data, names, where, required=(role == "current"))
+            try:
+                pairs[role] = _pair(data, names, where, required=(role == "current"))
+            except RecordError as exc:
+                if role == "current":
+                    raise
+                # A half-written pending/previous slot must not stop the current key signing.
+                pairs[role] = None
+                damaged.append(exc.diagnostics())
         extra = {
             k: v for k, v in data.items() if not any(k in names for names in _SLOTS.values())
         }
         current = pairs["current"]
         assert current is not None
-        return cls(current, pairs["pending"], pairs["previous"], extra)
+        if damaged:
+            # keep the damaged fields as they are, so a rewrite does not silently drop them
+            names = [n for role in ("pending", "previous") if pairs[role] is None for n in _SLOTS[role]]
+            extra.update({n: data[n] for n in names if n in data})
+        return cls(current, pairs["pending"], pairs["previous"], extra, tuple(damaged))
 
     def to_data(self) -> dict[str, Any]:
         data: dict[str, Any] = dict(self.extra)

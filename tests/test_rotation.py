@@ -312,3 +312,20 @@ def test_one_broken_credential_does_not_stop_the_others(run_cli, endpoint, tmp_p
     assert "secret-ish" not in result.out + result.err
     assert "Traceback" not in result.err
     assert lines["b"]["ok"] is True and lines["b"]["action"] == "rotated"
+
+
+def test_damaged_pending_slot_does_not_block_current_key(run_cli, endpoint, config_path: Path) -> None:
+    """A half-written pending key is ignored (and kept); the current key still produces tokens."""
+    setup_credential(run_cli, endpoint, config_path)
+    key_file = config_path.parent / "store" / "sf" / "key.json"
+    data = json.loads(key_file.read_text())
+    data["pending_private_key"] = "-----BEGIN PRIVATE KEY-----\ntruncated"
+    key_file.write_text(json.dumps(data))
+    result = run_cli("--config", config_path, "rotate", "sf")
+    assert result.json_lines()[0]["action"] == "rotated", result.out
+    from rotator.records import KeyRecord
+
+    record = KeyRecord.from_data(json.loads(key_file.read_text()), where="x")
+    assert record.pending is None and record.damaged
+    assert "pending_certificate is missing" in record.damaged[0]
+    assert record.to_data()["pending_private_key"].startswith("-----BEGIN")
