@@ -74,7 +74,7 @@ class SecretGuard:
         texts = list(self.texts) + extra
         for root in self.roots:
             for path in root.rglob("*"):
-                if path.is_file() and path.suffix in (".jsonl", ".log", ".out", ".err"):
+                if path.is_file() and _is_log(path):
                     texts.append((str(path), path.read_text(errors="replace")))
         for where, text in texts:
             for secret in self.secrets:
@@ -82,6 +82,14 @@ class SecretGuard:
                     found.append(f"{where}: contains a secret ({secret[:6]}…)")
                     break
         return found
+
+
+def _is_log(path: Path) -> bool:
+    """Log-like files, including rotated copies (audit.jsonl.1 .. .5, rotator.log.2)."""
+    suffixes = path.suffixes
+    while suffixes and suffixes[-1][1:].isdigit():
+        suffixes = suffixes[:-1]
+    return bool(suffixes) and suffixes[-1] in (".jsonl", ".log", ".out", ".err")
 
 
 def _secret_pieces(text: str) -> list[str]:
