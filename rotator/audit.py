@@ -1,9 +1,16 @@
 """The audit trail: one structlog pipeline, redaction before rendering, JSON lines.
 
-Every event goes through `emit(event, **fields)`. `bound_contextvars(rotation_id=...)` binds
-all lines of one rotation. Redaction runs before any renderer, so a secret that slips into
-an event (a PEM block, a JWT, a Vault token, a Salesforce session id) is masked on stdout
-and in the audit file alike. Tracebacks are rendered without local variables.
+Every event goes through `emit(event, **fields)`; the catalogue of names and their fields is
+`rotator.events` (docs/audit-events.md). `bound_contextvars(rotation_id=...)` binds all lines
+of one rotation. Redaction runs before any renderer and before the audit file, so a secret
+that slips into an event (a PEM block, a JWT, a Vault token, a Salesforce session id) is
+masked on stdout and in the file alike. Tracebacks are rendered without local variables.
+
+    merge_contextvars -> level -> ts -> actor -> duration -> exception (no locals) -> redact
+        -> key order (ts, event, level first) -> [audit file: JSON + hash chain] -> renderer
+
+Tests see exactly what the renderer sees with
+`structlog.testing.capture_logs(processors=audit.shared_processors())`.
 """
 
 from __future__ import annotations
@@ -13,8 +20,13 @@ import os
 import re
 import socket
 import sys
+import threading
+import time
 from collections.abc import Mapping, MutableMapping
-from typing import Any, TextIO
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 from structlog.contextvars import bound_contextvars, merge_contextvars
@@ -22,91 +34,240 @@ from structlog.tracebacks import ExceptionDictTransformer
 
 from rotator import __version__
 
-__all__ = ["bound_contextvars", "configure", "emit", "redact_text"]
+if TYPE_CHECKING:
+    from rotator.audit_chain import AuditFile
+    from rotator.config import DaemonConfig
+
+__all__ = [
+    "SECRET_FIELDS",
+    "bound_contextvars",
+    "configure",
+    "emit",
+    "redact",
+    "redact_text",
+    "shared_processors",
+    "use_audit_file",
+    "use_settings",
+]
+
+EventDict = MutableMapping[str, Any]
 
 # What a secret looks like, so that one that slipped into a message is masked anyway.
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|$)",
-                re.S), "[REDACTED PRIVATE KEY]"),
+    # Any PEM block (a truncated one to the end of the text): keys above all, but a log line
+    # should carry a certificate's fingerprint and serial, not its body.
+    (re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----.*?(?:-----END [A-Z0-9 ]+-----|\Z)", re.S),
+     r"[REDACTED PEM \1]"),
+    # Authorization / X-Vault-Token headers, whatever the scheme (Bearer, OAuth, Basic, ...).
+    (re.compile(r"(?i)\b(authorization|proxy-authorization|x-vault-token|x-amz-security-token)"
+                r"(\"?\s*[:=]\s*\"?)(?:(?:bearer|oauth|basic|token)\s+)?[^\s\",}]+"),
+     r"\1\2[REDACTED]"),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), "[REDACTED JWT]"),
     (re.compile(r"\bhv[sbr]\.[A-Za-z0-9_-]{10,}"), "[REDACTED VAULT TOKEN]"),
-    (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"), "[REDACTED AWS KEY ID]"),
+    (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), "[REDACTED AWS KEY ID]"),
     (re.compile(r"\b00D[A-Za-z0-9]{12,15}![A-Za-z0-9._-]{20,}"), "[REDACTED SESSION ID]"),
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/!-]{16,}=*"), r"\1 [REDACTED]"),
+    (re.compile(r"(?i)\b(bearer|oauth)\s+[A-Za-z0-9._~+/!-]{16,}=*"), r"\1 [REDACTED]"),
+    # name=value / "name": "value" for secret-named fields inside free text (form bodies,
+    # query strings, a dict's repr in an exception message).
+    (re.compile(r"(?i)\b(access_token|refresh_token|client_secret|secret_id|password|passphrase"
+                r"|aws_secret_access_key|aws_session_token|assertion)(['\"]?\s*[:=]\s*['\"]?)"
+                r"(?!\[REDACTED)[^\s'\"&,}]+"),
+     r"\1\2[REDACTED]"),
 )
-# Field names whose values are never logged, whatever they look like.
+# Field names whose values are never logged, whatever they look like (compared lowercase,
+# with "-" read as "_", so an `Authorization` or `X-Vault-Token` header key counts).
 SECRET_FIELDS = frozenset({
-    "access_token", "private_key", "passphrase", "assertion", "token", "secret_id",
-    "client_token", "vault_token", "aws_secret_access_key", "password", "jwt",
+    "access_token", "refresh_token", "private_key", "passphrase", "assertion", "token",
+    "secret_id", "client_secret", "client_token", "vault_token", "x_vault_token",
+    "authorization", "aws_secret_access_key", "secret_access_key", "aws_session_token",
+    "password", "jwt", "session_id", "sid", "hmac_key",
     "pending_private_key", "previous_private_key", "pending_passphrase", "previous_passphrase",
 })
+REDACTED = "[REDACTED]"
 
 
 def redact_text(text: str) -> str:
+    """Mask everything in `text` that looks like a secret (see _PATTERNS)."""
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
 
 
+def is_secret_field(name: object) -> bool:
+    return isinstance(name, str) and name.lower().replace("-", "_") in SECRET_FIELDS
+
+
 def _redact_value(value: Any) -> Any:
+    """A JSON-safe, redacted copy: the renderer never sees an object whose repr could leak."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, Mapping):
-        return {
-            k: ("[REDACTED]" if k in SECRET_FIELDS else _redact_value(v)) for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
+        return {str(k): (REDACTED if is_secret_field(k) else _redact_value(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
         return [_redact_value(v) for v in value]
-    return value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(value)} bytes>"  # raw bytes are key material more often than not
+    if isinstance(value, Path):
+        return str(value)
+    return redact_text(str(value))
 
 
-def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: mask secret-named fields and secret-looking text everywhere."""
     for key in list(event_dict):
-        if key in SECRET_FIELDS:
-            event_dict[key] = "[REDACTED]"
-        else:
-            event_dict[key] = _redact_value(event_dict[key])
+        event_dict[key] = REDACTED if is_secret_field(key) else _redact_value(event_dict[key])
     return event_dict
 
 
-_ACTOR = {"host": socket.gethostname(), "pid": os.getpid(), "version": __version__}
+_HOST = socket.gethostname()
 
 
-def add_actor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    event_dict.setdefault("actor", {**_ACTOR, "pid": os.getpid()})
+def actor() -> dict[str, Any]:
+    """Who wrote the line: host, pid (read per call: forks), rotator version."""
+    return {"host": _HOST, "pid": os.getpid(), "version": __version__}
+
+
+def add_actor(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
+    event_dict.setdefault("actor", actor())
     return event_dict
 
 
-_extra_sinks: list[Any] = []
+_ROTATION_ENDS = frozenset({"rotation.succeeded", "rotation.failed", "rotation.skipped",
+                            "rotation.superseded"})
+_started: dict[str, float] = {}  # rotation_id -> monotonic start
+
+
+def add_duration(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
+    """Give every rotation's closing event `duration_s`, measured from its rotation.started."""
+    rotation_id, event = event_dict.get("rotation_id"), event_dict.get("event")
+    if not isinstance(rotation_id, str):
+        return event_dict
+    if event == "rotation.started":
+        if len(_started) > 10_000:  # starts whose end never came (a crash): forget the oldest
+            _started.pop(next(iter(_started)), None)
+        _started[rotation_id] = time.monotonic()
+    elif event in _ROTATION_ENDS:
+        began = _started.pop(rotation_id, None)
+        if began is not None:
+            event_dict.setdefault("duration_s", round(time.monotonic() - began, 4))
+    return event_dict
+
+
+_FIRST_KEYS = ("ts", "event", "level")
+
+
+def order_keys(_logger: Any, _method: str, event_dict: EventDict) -> dict[str, Any]:
+    """Rendered lines start with ts, event and level, for humans reading them."""
+    ordered = {key: event_dict[key] for key in _FIRST_KEYS if key in event_dict}
+    ordered.update(event_dict)
+    return ordered
+
+
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def timestamp() -> str:
+    """Now as RFC 3339 UTC with microseconds: the `ts` of every line."""
+    return datetime.now(tz=UTC).strftime(_TS_FORMAT)
 
 
 def shared_processors() -> list[Any]:
+    """Everything before the sinks and the renderer: what an event line is made of."""
     return [
         merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="%Y-%m-%dT%H:%M:%S.%fZ", utc=True, key="ts"),
+        structlog.processors.TimeStamper(fmt=_TS_FORMAT, utc=True, key="ts"),
         add_actor,
+        add_duration,
         structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
         redact,
+        order_keys,
     ]
 
 
+@dataclass
+class _Pipeline:
+    fmt: str = "json"
+    stream: TextIO | None = None
+    sinks: list[Any] = field(default_factory=list)
+    file: AuditFile | None = None
+
+
+_pipeline = _Pipeline()
+_pipeline_lock = threading.Lock()
+
+
 def configure(*, fmt: str = "json", stream: TextIO | None = None, sinks: list[Any] | None = None) -> None:
-    """Set up the pipeline. `sinks` are processors that see each redacted event (the audit file)."""
-    renderer: Any
-    if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    """Set up the pipeline. `sinks` are processors that see each redacted event.
+
+    Resets the audit file: attach it (again) with `use_settings` or `use_audit_file`.
+    """
+    with _pipeline_lock:
+        _pipeline.fmt, _pipeline.stream, _pipeline.sinks = fmt, stream, list(sinks or [])
+        _pipeline.file = None
+        _apply()
+    _route_stdlib_logging()
+
+
+def exception_text(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
+    """For the console renderer: the structured traceback (no locals) as plain text."""
+    stacks = event_dict.get("exception")
+    if isinstance(stacks, list):
+        lines = []
+        for stack in stacks:
+            lines.append("Traceback (most recent call last):")
+            lines += [f'  File "{f.get("filename")}", line {f.get("lineno")}, in {f.get("name")}'
+                      for f in stack.get("frames", [])]
+            lines.append(f"{stack.get('exc_type')}: {stack.get('exc_value')}")
+        event_dict["exception"] = "\n".join(lines)
+    return event_dict
+
+
+def _apply() -> None:
+    renderer: list[Any]
+    if _pipeline.fmt == "console":
+        renderer = [exception_text, structlog.dev.ConsoleRenderer(colors=False, timestamp_key="ts")]
     else:
-        renderer = structlog.processors.JSONRenderer(sort_keys=False)
-    _extra_sinks[:] = sinks or []
+        renderer = [structlog.processors.JSONRenderer(sort_keys=False)]
+    file_sink = [_pipeline.file] if _pipeline.file is not None else []
     structlog.configure(
-        processors=[*shared_processors(), *_extra_sinks, renderer],
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        processors=[*shared_processors(), *_pipeline.sinks, *file_sink, *renderer],
+        logger_factory=structlog.PrintLoggerFactory(_pipeline.stream or sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         cache_logger_on_first_use=False,
     )
-    _route_stdlib_logging()
+
+
+def use_audit_file(path: Path | None, *, max_bytes: int = 100 * 1024 * 1024) -> AuditFile | None:
+    """Append every event to `path` as a hash-chained JSON line (None: stdout/stderr only).
+
+    Raises InputError (exit 2) if the file cannot be opened: better than rotating unaudited.
+    """
+    from rotator.audit_chain import AuditFile
+
+    audit_file = AuditFile(path, max_bytes=max_bytes) if path is not None else None
+    if audit_file is not None:
+        audit_file.check()
+    with _pipeline_lock:
+        _pipeline.file = audit_file
+        _apply()
+    return audit_file
+
+
+def use_settings(daemon: DaemonConfig) -> None:
+    """Apply `[daemon]` audit settings: the token-fingerprint key, then the audit file."""
+    from rotator import audit_hash
+
+    key_file = audit_hash.key_path_for(daemon)
+    if key_file is None:
+        audit_hash.use_ephemeral_key()
+    else:
+        audit_hash.use_key_file(key_file)
+    use_audit_file(daemon.audit_log, max_bytes=daemon.audit_max_bytes)
 
 
 def _route_stdlib_logging() -> None:
@@ -127,12 +288,12 @@ def _route_stdlib_logging() -> None:
 
 
 def emit(event: str, **fields: Any) -> None:
-    """Record one audit event (see docs/audit-events.md for the catalogue)."""
-    outcome = fields.pop("level", None)
+    """Record one audit event (see rotator.events / docs/audit-events.md for the catalogue)."""
+    level = fields.pop("level", None)
     logger = structlog.get_logger("rotator")
-    if outcome == "warning":
+    if level == "warning":
         logger.warning(event, **fields)
-    elif outcome == "error":
+    elif level == "error":
         logger.error(event, **fields)
     else:
         logger.info(event, **fields)

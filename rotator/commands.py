@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -18,22 +19,17 @@ from rotator.errors import InputError, RecordError, RotatorError, UsageError
 from rotator.keys import import_key_record, init_key_record
 
 
-def load(args: argparse.Namespace) -> Config:
+def load(args: argparse.Namespace, *, read_only: bool = False) -> Config:
     config = load_config(resolve_config_path(args.config))
-    _use_audit_settings(config)
+    if not read_only:  # `check` writes nothing: no audit file, no HMAC key file
+        _use_audit_settings(config)
     for warning in config.warnings:
         audit.emit("config.warning", level="warning", warning=warning)
     return config
 
 
 def _use_audit_settings(config: Config) -> None:
-    from rotator.audit_hash import use_key_file
-
-    key_file = config.daemon.audit_hmac_key_file
-    if key_file is None and config.daemon.state_dir is not None:
-        key_file = config.daemon.state_dir / "audit-hmac.key"
-    if key_file is not None:
-        use_key_file(key_file)
+    audit.use_settings(config.daemon)  # token-fingerprint key + hash-chained audit_log file
 
 
 def _names(args: argparse.Namespace, config: Config) -> list[str]:
@@ -52,9 +48,17 @@ def _names(args: argparse.Namespace, config: Config) -> list[str]:
 
 
 def check(args: argparse.Namespace) -> int:
-    config = load(args)
+    config = load(args, read_only=True)
     engine = Engine(config)
     failures = 0
+    audit_log = config.daemon.audit_log
+    if audit_log is not None:
+        folder = next((p for p in (audit_log.parent, *audit_log.parents) if p.exists()), None)
+        if folder is None or not os.access(folder, os.W_OK | os.X_OK):
+            failures += 1
+            print(f"audit_log: FAILED {audit_log} cannot be created or appended to")
+        else:
+            print(f"audit_log: ok ({audit_log})")
     for warning in config.warnings:
         print(f"warning: {warning}")
     for name in engine.stores.names():
@@ -229,12 +233,12 @@ def token(args: argparse.Namespace) -> int:
 
 def audit_command(args: argparse.Namespace) -> int:
     if args.audit_command == "hash":
-        from rotator.audit_hash import token_fingerprint
+        from rotator.audit_hash import cli_fingerprint
 
         if args.config or _config_exists():
             load(args)
         value = sys.stdin.readline().strip() if args.value == "-" else args.value
-        print(token_fingerprint(value))
+        print(cli_fingerprint(value))
         return 0
     from rotator.audit_chain import verify_files
 

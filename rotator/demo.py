@@ -20,7 +20,7 @@ from typing import TextIO
 import requests
 
 from rotator import audit
-from rotator.audit_hash import token_fingerprint, use_key_file
+from rotator.audit_hash import token_fingerprint
 from rotator.config import load_config
 from rotator.durations import parse_duration
 from rotator.engine import Engine
@@ -72,15 +72,17 @@ def run_demo(*, directory: Path, duration: float, every: str, out: TextIO | None
         out.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
         out.flush()
 
-    with SalesforceEndpoint() as endpoint, open(directory / "audit.jsonl", "a") as audit_out:
-        audit.configure(fmt="json", stream=audit_out)
+    with SalesforceEndpoint() as endpoint, open(os.devnull, "w") as quiet:
+        # The readable lines below are for the person watching; the audit events go to the
+        # hash-chained audit file the config names (verify it with `rotator audit verify`).
+        audit.configure(fmt="json", stream=quiet)
         say(f"1. Salesforce-compatible token endpoint listening at {endpoint.url}")
         config_path = directory / "rotator.toml"
         config_path.write_text(CONFIG_TEMPLATE.format(
             client_id=CLIENT_ID, username=USERNAME, login_url=endpoint.url, every=every))
         os.chmod(config_path, 0o600)
         config = load_config(config_path)
-        use_key_file(directory / "audit-hmac.key")
+        audit.use_settings(config.daemon)
         engine = Engine(config)
         cred = config.credential("demo")
         store = engine.stores[cred.key.store]

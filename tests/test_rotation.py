@@ -329,3 +329,17 @@ def test_damaged_pending_slot_does_not_block_current_key(run_cli, endpoint, conf
     assert record.pending is None and record.damaged
     assert "pending_certificate is missing" in record.damaged[0]
     assert record.to_data()["pending_private_key"].startswith("-----BEGIN")
+
+
+def test_check_writes_nothing(run_cli, endpoint, tmp_path: Path) -> None:
+    """check with audit_log and state_dir set creates no audit file, no key file, no token."""
+    config = write_config(tmp_path / "r.toml", login_url=endpoint.url,
+                          daemon={"audit_log": "logs/audit.jsonl", "state_dir": "state"})
+    (tmp_path / "logs").mkdir()
+    setup_credential(run_cli, endpoint, config)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = run_cli("--config", config, "check")
+    assert result.code == 0, result.out
+    assert "audit_log: ok" in result.out
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert endpoint.token_requests == 0
