@@ -62,6 +62,7 @@ def collect_status(config: Config) -> list[dict[str, Any]]:
         row["next_run"] = daemon.get("next_run")
         row["last_error"] = daemon.get("last_error")
         row["last_success"] = daemon.get("last_success")
+        row["consecutive_failures"] = daemon.get("consecutive_failures")
         rows.append(row)
     engine.stores.close()
     return rows
@@ -89,6 +90,8 @@ def render_status(rows: list[dict[str, Any]]) -> str:
             parts.append(f"pending key {row['pending_key'][:16]}")
         if row.get("next_run"):
             parts.append(f"next run {row['next_run']}")
+        if row.get("consecutive_failures"):
+            parts.append(f"{row['consecutive_failures']} consecutive failures")
         if row.get("last_error"):
             parts.append(f"last error: {row['last_error']}")
         lines.append("  ".join(parts))

@@ -1,0 +1,61 @@
+"""`<state_dir>/state.json`: what the daemon knows, for `rotator status` (rotator.status reads it).
+
+    {"version": 1, "pid": ..., "updated_at": "...Z",
+     "credentials": {NAME: {"next_run", "last_error", "last_success", "consecutive_failures",
+                            "last_result", "permanent_error", "recent_requests"}}}
+
+Written atomically (temp file, fsync, rename) with mode 0600: a reader never sees half a file.
+`recent_requests` (epoch seconds of the token requests of the last hour) lets a restarted
+daemon keep honouring max_requests_per_hour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "state.json"
+VERSION = 1
+
+
+def state_path(state_dir: Path) -> Path:
+    return state_dir / STATE_FILE
+
+
+def write_state(state_dir: Path, data: dict[str, Any]) -> None:
+    """Replace state.json atomically; raises OSError (the caller decides how loud to be)."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = state_path(state_dir)
+    payload = (json.dumps({"version": VERSION, **data}, indent=1, sort_keys=True) + "\n").encode()
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def read_recent_requests(state_dir: Path | None) -> dict[str, list[float]]:
+    """Per credential, the request times an earlier daemon recorded; {} when there are none."""
+    if state_dir is None:
+        return {}
+    try:
+        data = json.loads(state_path(state_dir).read_text(encoding="utf-8"))
+        creds = data["credentials"]
+        return {
+            name: [float(t) for t in entry.get("recent_requests", []) if isinstance(t, int | float)]
+            for name, entry in creds.items()
+            if isinstance(entry, dict)
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
