@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from rotator.errors import RotatorError, StoreConflict
+from rotator.errors import RotatorError, StoreConflict, TokenRejected
 from rotator.records import TokenRecord
 
 # A token is refreshed a little before `every` has passed, so that a timer or a scheduler
@@ -133,6 +133,16 @@ def due_at(token: TokenRecord, *, every: float, jitter: float) -> datetime:
     return at
 
 
+LOGIN_BLOCK_SECONDS = 3600.0
+
+
+def is_login_rate_exceeded(error: BaseException) -> bool:
+    """Salesforce's LOGIN_RATE_EXCEEDED (about 3,600 logins an hour per org)."""
+    return isinstance(error, TokenRejected) and "login_rate_exceeded" in (
+        f"{error.error} {error.description}".lower()
+    )
+
+
 def is_retryable(error: BaseException) -> bool:
     """Worth a quick retry: the endpoint or a store is briefly unwell (5xx, 429, timeouts,
     resets, HTML pages, throttling, a sealed Vault), or another writer raced us (StoreConflict).
@@ -167,6 +177,11 @@ def retry_after_failure(
     connected app or the policy meanwhile). Retryable ones back off (`backoff_delay`), and a
     server's Retry-After (429, 503, store throttling) is honoured when it asks for longer.
     """
+    if is_login_rate_exceeded(error):
+        # Salesforce blocks the org's logins for about an hour: every attempt before then
+        # is wasted and may extend the block.
+        wait = max(retry_max, LOGIN_BLOCK_SECONDS)
+        return Retry(wait, True, "the org's login rate limit is exhausted: waiting an hour")
     if not is_retryable(error):
         return Retry(retry_max, True, "permanent error: retrying slowly (retry_max)")
     delay = backoff_delay(attempt, retry_min=retry_min, retry_max=retry_max, rand=rand)

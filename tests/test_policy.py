@@ -181,3 +181,15 @@ def test_request_cap_bounds_a_storm() -> None:
     for start in range(0, 3600, 60):
         assert sum(1 for t in sent if start <= t < start + 3600) <= 60
     assert len(sent) == 120
+
+
+def test_login_rate_exceeded_waits_an_hour() -> None:
+    """LOGIN_RATE_EXCEEDED blocks an org for about an hour: the next try waits at least that."""
+    from rotator.errors import TokenRejected
+    from rotator.policy import retry_after_failure
+
+    error = TokenRejected("u", "invalid_grant", "LOGIN_RATE_EXCEEDED")
+    retry = retry_after_failure(error, attempt=1, retry_min=10, retry_max=900, rand=0.5)
+    assert retry.delay >= 3600
+    other = TokenRejected("u", "invalid_grant", "invalid assertion")
+    assert retry_after_failure(other, attempt=1, retry_min=10, retry_max=900, rand=0.5).delay == 900
