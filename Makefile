@@ -18,7 +18,7 @@ run: venv
 	$(BIN)/rotator demo --duration $${DURATION:-30}
 
 test: venv
-	$(BIN)/ruff check rotator tests bench
+	$(BIN)/ruff check .
 	$(BIN)/pytest -n 2 -q
 
 soak: venv
