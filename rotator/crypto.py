@@ -7,6 +7,7 @@ re-validates the key on every signature (~36 ms), given the object it just signs
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from dataclasses import dataclass
@@ -79,10 +80,10 @@ def load_private_key(
     pem: str | bytes, *, passphrase: str | None = None, where: str = "private_key"
 ) -> PrivateKey:
     """Parse a PEM key (PKCS#1 or PKCS#8, optionally encrypted). Errors name `where`, never the key."""
-    data = pem.encode("utf-8") if isinstance(pem, str) else pem
+    data = _utf8(pem, f"{where}: not a PEM private key (not plain text)")
     if b"-----BEGIN" not in data:
         raise KeyMaterialError(f"{where}: not a PEM private key (no BEGIN line)")
-    password = passphrase.encode("utf-8") if passphrase else None
+    password = _utf8(passphrase, f"{where}: the passphrase is not plain text") if passphrase else None
     try:
         # cryptography's RSA consistency check costs ~50 ms a key (1,000 credentials: 50 s).
         # We skip it here and prove the key instead where it matters: check_pair() signs and
@@ -112,13 +113,23 @@ def load_private_key(
 
 
 def load_certificate(pem: str | bytes, *, where: str = "certificate") -> x509.Certificate:
-    data = pem.encode("utf-8") if isinstance(pem, str) else pem
+    data = _utf8(pem, f"{where}: not a PEM certificate (not plain text)")
     if b"-----BEGIN CERTIFICATE-----" not in data:
         raise KeyMaterialError(f"{where}: not a PEM certificate (no BEGIN CERTIFICATE line)")
     try:
         return x509.load_pem_x509_certificate(data)
     except ValueError:
         raise KeyMaterialError(f"{where}: malformed PEM certificate") from None
+
+
+def _utf8(text: str | bytes, problem: str) -> bytes:
+    """A record's text as bytes; a lone surrogate (JSON can carry "\\ud800") is bad input."""
+    if isinstance(text, bytes):
+        return text
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise KeyMaterialError(problem) from None
 
 
 def check_key_for_algorithm(key: PrivateKey, algorithm: str, *, where: str) -> None:
@@ -195,6 +206,12 @@ def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
+@functools.lru_cache(maxsize=4096)
+def cert_info_from_pem(pem: str, where: str = "certificate") -> CertInfo:
+    """Facts of a PEM certificate, memoised: certificates are public and small, parsing is not free."""
+    return cert_info(load_certificate(pem, where=where))
+
+
 def cert_info(cert: x509.Certificate) -> CertInfo:
     return CertInfo(
         subject=cert.subject.rfc4514_string(),
@@ -229,10 +246,11 @@ class KeyCache:
 
     def __init__(self) -> None:
         self._slots: dict[str, tuple[bytes, PrivateKey]] = {}
+        self._checked: dict[str, tuple[bytes, PrivateKey, CertInfo]] = {}
         self._lock = threading.Lock()
 
     def load(self, slot: str, pem: str, passphrase: str | None, *, where: str) -> PrivateKey:
-        digest = hashlib.sha256(f"{pem}\0{passphrase or ''}".encode()).digest()
+        digest = hashlib.sha256(f"{pem}\0{passphrase or ''}".encode("utf-8", "surrogatepass")).digest()
         with self._lock:
             cached = self._slots.get(slot)
         if cached is not None and cached[0] == digest:
@@ -241,6 +259,32 @@ class KeyCache:
         with self._lock:
             self._slots[slot] = (digest, key)
         return key
+
+    def load_checked(
+        self, slot: str, pem: str, passphrase: str | None, certificate: str, algorithm: str,
+        *, where: str,
+    ) -> tuple[PrivateKey, CertInfo, bool]:
+        """Key + certificate facts, checked once for this exact pair and algorithm.
+
+        Returns (key, info, fresh): fresh is True when this call parsed and checked the pair
+        (the key was new to this process). The self-test signature and the certificate
+        parse happen only then, not on every rotation.
+        """
+        digest = hashlib.sha256(
+            f"{pem}\0{passphrase or ''}\0{certificate}\0{algorithm}".encode("utf-8", "surrogatepass")
+        ).digest()
+        with self._lock:
+            cached = self._checked.get(slot)
+        if cached is not None and cached[0] == digest:
+            return cached[1], cached[2], False
+        key = self.load(slot, pem, passphrase, where=where)
+        cert = load_certificate(certificate, where=where)
+        check_key_for_algorithm(key, algorithm, where=where)
+        check_pair(key, cert, where=where)
+        info = cert_info(cert)
+        with self._lock:
+            self._checked[slot] = (digest, key, info)
+        return key, info, True
 
     def __len__(self) -> int:
         return len(self._slots)

@@ -22,10 +22,6 @@ from rotator.config import Config, CredentialConfig
 from rotator.crypto import (
     KeyCache,
     Signer,
-    cert_info,
-    check_key_for_algorithm,
-    check_pair,
-    load_certificate,
 )
 from rotator.errors import InternalError, RecordError, RotatorError, StoreConflict
 from rotator.policy import token_due
@@ -82,7 +78,6 @@ class Engine:
         self.keys = key_cache or KeyCache()
         self.on_step = on_step
         self._providers: dict[str, Provider] = {}
-        self._loaded_slots: set[tuple[str, str]] = set()
 
     # -- building blocks (also used by the CLI)
 
@@ -111,14 +106,11 @@ class Engine:
         """Parse (once per process) and check a key pair for this credential's algorithm."""
         cred = self.config.credential(name)
         where = f"{cred.key}" if role == "current" else f"{cred.key} ({role})"
-        first_time = (name, role) not in self._loaded_slots
-        key = self.keys.load(f"{name}/{role}", pair.private_key, pair.passphrase, where=where)
-        cert = load_certificate(pair.certificate, where=where)
-        check_key_for_algorithm(key, cred.algorithm, where=where)
-        check_pair(key, cert, where=where)
-        info = cert_info(cert)
-        if first_time:
-            self._loaded_slots.add((name, role))
+        key, info, fresh = self.keys.load_checked(
+            f"{name}/{role}", pair.private_key, pair.passphrase, pair.certificate, cred.algorithm,
+            where=where,
+        )
+        if fresh:
             audit.emit(
                 "key.loaded", credential=name, role=role, key_sha256=info.sha256,
                 serial=info.serial, not_after=info.not_after.isoformat(),

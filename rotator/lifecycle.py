@@ -39,7 +39,7 @@ from rotator.crypto import (
     CertInfo,
     PrivateKey,
     Signer,
-    cert_info,
+    cert_info_from_pem,
     cert_to_pem,
     generate_ec_key,
     generate_rsa_key,
@@ -686,7 +686,7 @@ def _info(pair: KeyPair) -> CertInfo:
 
 
 def _info_of_pem(pem: str) -> CertInfo:
-    return cert_info(load_certificate(pem))
+    return cert_info_from_pem(pem)
 
 
 def _sha256(pair: KeyPair) -> str:

@@ -103,3 +103,24 @@ def test_every_documented_error_has_its_own_hint() -> None:
     hints = [hint_for(error, description) for error, description in pairs]
     assert all(hints)
     assert len(set(hints)) == len(hints)
+
+
+def test_simple_salesforce_jwt_login_is_accepted(endpoint, rsa_keys) -> None:
+    """simple-salesforce's own JWT login (exp as a digit string) works against the emulator."""
+    import requests
+    from simple_salesforce import SalesforceLogin
+
+    endpoint.register_app(CLIENT_ID, rsa_keys[0].cert_pem, users=[USERNAME])
+
+    class ToEndpoint(requests.adapters.HTTPAdapter):
+        def send(self, request, **kwargs):  # type: ignore[override]
+            request.url = request.url.replace("https://login.salesforce.com", endpoint.url, 1)
+            return super().send(request, **kwargs)
+
+    session = requests.Session()
+    session.mount("https://", ToEndpoint())
+    session_id, instance = SalesforceLogin(username=USERNAME, consumer_key=CLIENT_ID,
+                                           privatekey=rsa_keys[0].key_pem, domain="login",
+                                           session=session)
+    assert endpoint.is_valid(session_id)
+    assert endpoint.url.split("//")[1] in instance

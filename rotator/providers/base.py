@@ -8,6 +8,7 @@ rotator's endpoint errors; requests' exceptions never travel past this module.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class Provider(Protocol):
         ...
 
 
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy")
 _session_lock = threading.Lock()
 _session: requests.Session | None = None
 
@@ -63,6 +65,13 @@ def shared_session() -> requests.Session:
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             session.headers["User-Agent"] = f"rotator/{__version__}"
+            if not any(name.lower() in _PROXY_VARS for name in os.environ):
+                # No proxy configured: read the CA-bundle variables once here instead of
+                # letting requests re-read the environment (and .netrc) on every request.
+                session.trust_env = False
+                session.verify = (
+                    os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+                )
             _session = session
         return _session
 
@@ -181,7 +190,7 @@ def unavailable_for(url: str, reply: HttpReply) -> EndpointUnavailable | None:
 def parse_json_object(url: str, reply: HttpReply) -> dict[str, Any]:
     try:
         data = reply.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         kind = reply.headers.get("content-type", "no content type").split(";")[0]
         raise EndpointProtocolError(
             url,

@@ -82,9 +82,7 @@ class FileStore:
                         f"(expected version {expected_version or 'none'}, found {current or 'none'})",
                         hint="another writer got there first; re-read and decide again",
                     )
-                if old is not None:
-                    _atomic_write(target.with_name(target.name + ".prev"), old)
-                _atomic_write(target, payload)
+                _atomic_write(target, payload, keep_previous=old is not None)
         except StoreError:
             raise
         except OSError as exc:
@@ -178,7 +176,7 @@ def _parse(raw: bytes, where: str) -> dict[str, Any]:
         raise RecordError(where, f"record is larger than {MAX_RECORD_BYTES} bytes")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise RecordError(where, "record is not valid JSON") from None
     if not isinstance(data, dict):
         raise RecordError(where, "record is not a JSON object")
@@ -189,7 +187,13 @@ def _version(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()[:20]
 
 
-def _atomic_write(target: Path, payload: bytes) -> None:
+def _atomic_write(target: Path, payload: bytes, *, keep_previous: bool = False) -> None:
+    """Write temp + fsync, keep the old file as `.prev`, rename over, fsync the directory.
+
+    The previous version is kept by a hard link to the old inode (no copy, no extra fsync:
+    its content is already on disk); every step is a rename, so a crash leaves either the
+    old or the new record complete. One file fsync and one directory fsync per write.
+    """
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -197,6 +201,8 @@ def _atomic_write(target: Path, payload: bytes) -> None:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
+        if keep_previous:
+            _link_previous(target)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -207,3 +213,20 @@ def _atomic_write(target: Path, payload: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _link_previous(target: Path) -> None:
+    prev = target.with_name(target.name + ".prev")
+    link = target.with_name(f".{prev.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        os.link(target, link)
+    except OSError:
+        # a file system without hard links: copy instead (costs a second fsync)
+        _atomic_write(prev, target.read_bytes())
+        return
+    try:
+        os.replace(link, prev)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        raise

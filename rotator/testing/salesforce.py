@@ -585,6 +585,9 @@ class SalesforceEndpoint:
         if not _verify_rs256(app.public_key, signing_input, signature):
             return _error(INVALID_ASSERTION)
         exp = claims.get("exp")
+        if isinstance(exp, str) and exp.isdigit():
+            # simple-salesforce sends exp as a digit string, and Salesforce accepts it
+            exp = int(exp)
         if not isinstance(exp, int) or isinstance(exp, bool) or now > exp + EXP_GRACE_SECONDS:
             return _error(EXPIRED)
         if not app.admin_approved:

@@ -346,11 +346,16 @@ def test_app_without_certificate_is_invalid_assertion(sf, key_a, clock):
     assert_oauth_error(reply, "invalid_grant", "invalid assertion")
 
 
-@pytest.mark.parametrize("exp", [None, "9999999999", 1e10], ids=["missing", "string", "float"])
+@pytest.mark.parametrize("exp", [None, "soon", "-5", 1e10], ids=["missing", "word", "signed", "float"])
 def test_exp_missing_or_not_an_integer_is_expired(sf, key_a, clock, exp):
-    """exp must be an integer: otherwise expired authorization code."""
+    """exp must be an integer (or its digits as a string): otherwise expired authorization code."""
     reply = post_token(sf, sign(key_a, clock, exp=exp))
     assert_oauth_error(reply, "invalid_grant", "expired authorization code")
+
+
+def test_exp_as_digit_string_is_accepted(sf, key_a, clock):
+    """simple-salesforce sends exp as a digit string; Salesforce accepts it, and so do we."""
+    assert post_token(sf, sign(key_a, clock, exp=str(int(clock()) + 120))).status_code == 200
 
 
 def test_three_minute_grace_after_exp(sf, key_a, clock):
