@@ -37,6 +37,7 @@ class FileStore:
     def __init__(self, name: str, root: Path) -> None:
         self.name = name
         self.root = root
+        self._real_root = root.resolve()  # resolved once; each path is still checked below
 
     # -- interface
 
@@ -125,9 +126,8 @@ class FileStore:
             check_store_path(path)
         except ValueError as exc:
             raise StoreError(self.name, path, str(exc)) from None
-        target = (self.root / f"{path}.json").resolve()
-        root = self.root.resolve()
-        if root not in target.parents:
+        target = (self._real_root / f"{path}.json").resolve()
+        if self._real_root not in target.parents:
             raise StoreError(self.name, path, "path escapes the store root")
         return target
 
