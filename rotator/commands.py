@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,20 +92,13 @@ def check(args: argparse.Namespace) -> int:
 
 
 def rotate(args: argparse.Namespace) -> int:
+    from rotator.fanout import rotate_names
+
     config = load(args)
     names = _names(args, config)
-    engine = Engine(config)
-    failed = 0
-    # Rotations are I/O-bound (endpoint round trip, store writes with fsync): run them on
-    # daemon.workers threads; print in the order given so output is deterministic.
-    with ThreadPoolExecutor(max_workers=min(config.daemon.workers, len(names))) as pool:
-        results = pool.map(
-            lambda name: engine.rotate(name, force=args.force, dry_run=args.dry_run), names
-        )
-        for result in results:
-            failed += not result.ok
-            print_json(result.to_json())
-    engine.stores.close()
+    # daemon.workers threads (endpoint round trips and fsyncs overlap), and for large fleets
+    # one process per core; output in the order given, one JSON line per credential.
+    failed = rotate_names(config, names, force=args.force, dry_run=args.dry_run, emit=print_json)
     return 1 if failed else 0
 
 

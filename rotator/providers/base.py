@@ -55,6 +55,13 @@ _session_lock = threading.Lock()
 _session: requests.Session | None = None
 
 
+def reset_shared_session() -> None:
+    """Forget the session (in a forked child: never reuse the parent's connections)."""
+    global _session
+    with _session_lock:
+        _session = None
+
+
 def shared_session() -> requests.Session:
     """One HTTP session per process: connection reuse to each endpoint, no hidden retries."""
     global _session
