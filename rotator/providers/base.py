@@ -20,7 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from rotator import __version__
-from rotator.errors import EndpointProtocolError, EndpointUnavailable
+from rotator.errors import EndpointProtocolError, EndpointUnavailable, TokenRejected
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -192,6 +192,33 @@ def unavailable_for(url: str, reply: HttpReply) -> EndpointUnavailable | None:
             status=reply.status,
         )
     return None
+
+
+def exchange_assertion(
+    url: str,
+    assertion: str,
+    *,
+    timeout: float,
+    hint_for: Callable[[str, str], str | None],
+    parse_success: Callable[[str, dict[str, Any]], TokenResponse],
+) -> TokenResponse:
+    """The RFC 7523 exchange every provider shares: POST the grant, classify the reply.
+
+    5xx/429 -> EndpointUnavailable; an OAuth error -> TokenRejected with the provider's hint;
+    anything unusable -> EndpointProtocolError; a 200 -> the provider's `parse_success`.
+    """
+    reply = post_form(url, {"grant_type": JWT_BEARER_GRANT, "assertion": assertion}, timeout=timeout)
+    trouble = unavailable_for(url, reply)
+    if trouble is not None:
+        raise trouble
+    data = parse_json_object(url, reply)
+    if reply.status != 200:
+        error = data.get("error")
+        if not isinstance(error, str):
+            raise EndpointProtocolError(url, f"HTTP {reply.status} without an OAuth error")
+        description = str(data.get("error_description") or "")[:200]
+        raise TokenRejected(url, error[:100], description, hint=hint_for(error, description))
+    return parse_success(url, data)
 
 
 def parse_json_object(url: str, reply: HttpReply) -> dict[str, Any]:

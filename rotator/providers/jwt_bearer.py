@@ -11,14 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rotator.config import CredentialConfig
-from rotator.errors import EndpointProtocolError, TokenRejected
-from rotator.providers.base import (
-    JWT_BEARER_GRANT,
-    TokenResponse,
-    parse_json_object,
-    post_form,
-    unavailable_for,
-)
+from rotator.errors import EndpointProtocolError
+from rotator.providers.base import TokenResponse, exchange_assertion
 
 MAX_TOKEN_CHARS = 16384
 OAUTH_HINTS = {
@@ -55,20 +49,11 @@ class JwtBearerProvider:
         return claims
 
     def exchange(self, assertion: str) -> TokenResponse:
-        url = self.token_url
-        form = {"grant_type": JWT_BEARER_GRANT, "assertion": assertion}
-        reply = post_form(url, form, timeout=self.timeout)
-        trouble = unavailable_for(url, reply)
-        if trouble is not None:
-            raise trouble
-        data = parse_json_object(url, reply)
-        if reply.status != 200:
-            error = data.get("error")
-            if not isinstance(error, str):
-                raise EndpointProtocolError(url, f"HTTP {reply.status} without an OAuth error")
-            description = str(data.get("error_description") or "")[:200]
-            raise TokenRejected(url, error[:100], description, hint=OAUTH_HINTS.get(error))
-        return parse_oauth_success(url, data)
+        return exchange_assertion(
+            self.token_url, assertion, timeout=self.timeout,
+            hint_for=lambda error, _description: OAUTH_HINTS.get(error),
+            parse_success=parse_oauth_success,
+        )
 
 
 def parse_oauth_success(url: str, data: dict[str, Any]) -> TokenResponse:
@@ -81,7 +66,7 @@ def parse_oauth_success(url: str, data: dict[str, Any]) -> TokenResponse:
     if expires_in is not None:
         try:
             seconds = int(expires_in)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise EndpointProtocolError(url, "expires_in is not a number") from None
         if not 0 < seconds <= 366 * 86400:
             raise EndpointProtocolError(url, f"expires_in {seconds} is out of range")

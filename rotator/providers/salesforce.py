@@ -10,14 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rotator.config import CredentialConfig
-from rotator.errors import EndpointProtocolError, TokenRejected
-from rotator.providers.base import (
-    JWT_BEARER_GRANT,
-    TokenResponse,
-    parse_json_object,
-    post_form,
-    unavailable_for,
-)
+from rotator.errors import EndpointProtocolError
+from rotator.providers.base import TokenResponse, exchange_assertion
+from rotator.records import MAX_YEAR
 from rotator.urls import check_url
 
 MAX_TOKEN_CHARS = 8192
@@ -87,21 +82,10 @@ class SalesforceProvider:
         }
 
     def exchange(self, assertion: str) -> TokenResponse:
-        url = self.token_url
-        reply = post_form(
-            url, {"grant_type": JWT_BEARER_GRANT, "assertion": assertion}, timeout=self.timeout
+        return exchange_assertion(
+            self.token_url, assertion, timeout=self.timeout, hint_for=hint_for,
+            parse_success=parse_success,
         )
-        trouble = unavailable_for(url, reply)
-        if trouble is not None:
-            raise trouble
-        data = parse_json_object(url, reply)
-        if reply.status != 200:
-            error = data.get("error")
-            if not isinstance(error, str):
-                raise EndpointProtocolError(url, f"HTTP {reply.status} without an OAuth error")
-            description = str(data.get("error_description") or "")[:200]
-            raise TokenRejected(url, error[:100], description, hint=hint_for(error, description))
-        return parse_success(url, data)
 
 
 def parse_success(url: str, data: dict[str, Any]) -> TokenResponse:
@@ -134,7 +118,7 @@ def _issued_at(value: Any) -> datetime:
     try:
         millis = int(str(value))
         moment = datetime.fromtimestamp(millis / 1000, tz=UTC)
-        if moment.year >= 2000:
+        if 2000 <= moment.year <= MAX_YEAR:
             return moment
     except (TypeError, ValueError, OverflowError, OSError):
         pass
