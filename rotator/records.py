@@ -14,6 +14,8 @@ from rotator.clock import parse_rfc3339, rfc3339
 from rotator.errors import RecordError
 
 MAX_PEM_CHARS = 64 * 1024
+# Token timestamps rotator can compute deadlines from (datetime arithmetic overflows near 1 and 9999).
+MIN_YEAR, MAX_YEAR = 1970, 9000
 
 
 @dataclass(frozen=True)
@@ -140,8 +142,10 @@ class TokenRecord:
             issued = parse_rfc3339(data["issued_at"])
             expires_raw = data.get("expires_at")
             expires = parse_rfc3339(expires_raw) if expires_raw else None
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             raise RecordError(where, "issued_at/expires_at are not RFC 3339 timestamps") from None
+        if not all(MIN_YEAR <= t.year <= MAX_YEAR for t in (issued, expires) if t is not None):
+            raise RecordError(where, f"issued_at/expires_at are outside the years {MIN_YEAR}-{MAX_YEAR}")
         for name in ("instance_url", "scope", "id", "rotation_id"):
             if data.get(name) is not None and not isinstance(data[name], str):
                 raise RecordError(where, f"{name} must be a string or null")
