@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rotator.errors import InputError
+from rotator.fsutil import make_private_dirs
 
 GENESIS = "0" * 64
 ANCHOR = "audit.anchor"
@@ -95,7 +96,7 @@ class AuditFile:
     def check(self) -> None:
         """Open (creating it, with its anchor) now, so a bad path fails before any work."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dirs(self.path.parent)
             with self._locked() as fd:
                 self._ready(fd)
         except OSError as exc:
@@ -233,7 +234,7 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
     """The line as a chain line (an object with event, int seq, hex prev), else None."""
     try:
         data = json.loads(raw.decode("utf-8"))
-    except ValueError:  # UnicodeDecodeError included
+    except (ValueError, RecursionError):  # UnicodeDecodeError included
         return None
     if not isinstance(data, dict):
         return None

@@ -7,6 +7,7 @@ against the directory of the config file, so a config and its files can move tog
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -34,6 +35,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Store paths: what Vault, Secrets Manager and a file system all accept, and nothing that
 # could climb out of a file store's root.
 PATH_PATTERN = re.compile(r"^[A-Za-z0-9_+=@.-]+(/[A-Za-z0-9_+=@.-]+)*$")
+MAX_DURATION_SECONDS = 10 * 365 * 86400.0  # what parse_duration allows for "90s"-style strings
 
 
 def _duration(value: Any) -> float:
@@ -42,6 +44,8 @@ def _duration(value: Any) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
+        if not math.isfinite(value) or value > MAX_DURATION_SECONDS:
+            raise ValueError("a duration must be a finite number of seconds, at most 10 years")
         return float(value)
     return parse_duration(value)
 
@@ -165,7 +169,7 @@ class VaultStoreConfig(_Model):
     mount: str = "secret"
     namespace: str | None = None
     ca_cert: Path | None = None
-    timeout: Duration = 10.0
+    timeout: Duration = Field(default=10.0, gt=0)
     auth: VaultAuthConfig = VaultAuthConfig()
 
 
@@ -177,7 +181,7 @@ class AwsStoreConfig(_Model):
     create_missing: bool = True
     kms_key_id: str | None = None
     tags: dict[str, str] = {}
-    timeout: Duration = 10.0
+    timeout: Duration = Field(default=10.0, gt=0)
 
 
 StoreConfig = FileStoreConfig | VaultStoreConfig | AwsStoreConfig
@@ -207,7 +211,7 @@ class CredentialConfig(_Model):
     every: Duration = 1800.0
     jitter: Duration = 60.0
     assertion_lifetime: Duration = 180.0
-    timeout: Duration = 20.0
+    timeout: Duration = Field(default=20.0, gt=0)
     # key and certificate lifecycle
     renew_before: Duration | None = None
     max_key_age: Duration | None = None
@@ -339,6 +343,8 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
     return parse_config(raw, base_dir=path.parent.resolve(), source=path)
 
 

@@ -18,6 +18,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from rotator.fsutil import make_private_dirs
+
 STATE_FILE = "state.json"
 VERSION = 1
 
@@ -28,7 +30,7 @@ def state_path(state_dir: Path) -> Path:
 
 def write_state(state_dir: Path, data: dict[str, Any]) -> None:
     """Replace state.json atomically; raises OSError (the caller decides how loud to be)."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dirs(state_dir)
     target = state_path(state_dir)
     payload = (json.dumps({"version": VERSION, **data}, indent=1, sort_keys=True) + "\n").encode()
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")

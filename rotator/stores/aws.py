@@ -545,7 +545,7 @@ def _parse_secret(reply: dict[str, Any], where: str, version: str) -> dict[str, 
         )
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RecordError(
             where, "the secret's SecretString is not valid JSON",
             hint="rotator records are one JSON object, e.g. {\"private_key\": ..., \"certificate\": ...}",

@@ -51,17 +51,14 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import ipaddress
 import json
 import re
 import secrets
-import socket
 import ssl
 import string
-import struct
 import sys
 import tempfile
 import threading
@@ -70,7 +67,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -80,6 +76,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
+
+from rotator.testing._http import EmulatorHandler, EmulatorServer
 
 __all__ = [
     "DEFAULT_AUDIENCES",
@@ -256,19 +254,10 @@ class SalesforceEndpoint:
             return self
         self._stopping.clear()
         context = self._tls_context() if self.tls else None
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        server = _Server((self.host, self.port), _Handler, self, context, family)
-        bound_host, bound_port = server.server_address[:2]
-        shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
-        self._url = f"{'https' if context else 'http'}://{shown}:{bound_port}"
+        server = _Server((self.host, self.port), self, context)
+        self._url = server.base_url("https" if context else "http")
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"salesforce-endpoint-{bound_port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._thread = server.serve_in_thread(f"salesforce-endpoint-{server.server_address[1]}")
         return self
 
     def stop(self) -> None:
@@ -277,9 +266,7 @@ class SalesforceEndpoint:
         if server is None:
             return
         self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        server.close_connections()
+        server.stop_serving()
         if thread is not None:
             thread.join(timeout=5)
         self._server = self._thread = None
@@ -702,94 +689,44 @@ class SalesforceEndpoint:
 # ---------------------------------------------------------------------------- HTTP plumbing
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # stop() must not wait for idle keep-alive connections
-
+class _Server(EmulatorServer):
     def __init__(
-        self,
-        address: tuple[str, int],
-        handler: type[BaseHTTPRequestHandler],
-        endpoint: SalesforceEndpoint,
+        self, address: tuple[str, int], endpoint: SalesforceEndpoint,
         ssl_context: ssl.SSLContext | None,
-        family: socket.AddressFamily,
     ) -> None:
-        self.address_family = family
         self.endpoint = endpoint
         self.ssl_context = ssl_context
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def track(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.add(connection)
-
-    def untrack(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.discard(connection)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], OSError):
-            return  # the client went away (or a fault of ours made it): nothing to report
-        super().handle_error(request, client_address)
+        super().__init__(address, _Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # with wbufsize: a reply leaves in one segment, no 40 ms stall
-    wbufsize = 1 << 16
-    timeout = 60  # idle keep-alive connections are dropped after this many seconds
+class _Handler(EmulatorHandler):
     server_version = "rotator-salesforce-emulator"
-    sys_version = ""
+    max_request_body = MAX_REQUEST_BODY
+    body_too_large_message = "request body too large"
     server: _Server
 
     def setup(self) -> None:
-        self._reset = False
         context = self.server.ssl_context
         if context is not None:
             self.request.settimeout(self.timeout)
             self.request = context.wrap_socket(self.request, server_side=True)
         super().setup()
-        self.server.track(self.connection)
 
     def finish(self) -> None:
         try:
             super().finish()
         finally:
-            self.server.untrack(self.connection)
-            if self._reset or self.server.ssl_context is not None:
-                self.connection.close()  # with SO_LINGER 0 this sends the RST
+            if self.server.ssl_context is not None:
+                # the server only closes the raw socket it accepted, which wrap_socket detached
+                self.connection.close()
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._route()
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_GET
-
-    def _route(self) -> None:
-        body = self._read_body()
-        if body is None:
-            return
+    def _dispatch(self, body: bytes) -> None:
         parts = urlsplit(self.path)
         reply = self.server.endpoint._handle(
             self.command, parts.path, parts.query, self.headers, body
         )
         if reply.reset:
-            self.connection.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-            )
-            self._reset = True
-            self.close_connection = True
+            self._reset_connection()
             return
         self._send(reply)
 
@@ -805,45 +742,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(reply.body)
-
-    def _read_body(self) -> bytes | None:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked()
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            return b""
-        try:
-            length = int(raw)
-            if length < 0:
-                raise ValueError(raw)
-        except ValueError:
-            self._refuse(400, "bad Content-Length")
-            return None
-        if length > MAX_REQUEST_BODY:
-            self._refuse(413, "request body too large")
-            return None
-        return self.rfile.read(length)
-
-    def _read_chunked(self) -> bytes | None:
-        chunks: list[bytes] = []
-        size_total = 0
-        while True:
-            line = self.rfile.readline(1026)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                self._refuse(400, "bad chunk")
-                return None
-            if size == 0:
-                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(chunks)
-            size_total += size
-            if size_total > MAX_REQUEST_BODY:
-                self._refuse(413, "request body too large")
-                return None
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline(3)
 
     def _refuse(self, status: int, message: str) -> None:
         self._send(_json(status, [{"errorCode": "BAD_REQUEST", "message": message}], close=True))

@@ -107,18 +107,17 @@ import json
 import math
 import re
 import secrets
-import socket
 import string
-import struct
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from rotator.testing._http import EmulatorHandler, EmulatorServer
 
 __all__ = ["DEFAULT_ROOT_TOKEN", "VERSION", "VaultEmulator"]
 
@@ -318,17 +317,11 @@ class VaultEmulator:
         if self._server is not None:
             raise RuntimeError("the Vault emulator is already running")
         self._stopping.clear()
-        server = _Server((self.host, self.port), _Handler, self)
-        host, port = server.server_address[:2]
-        self.port = port
-        shown = f"[{host}]" if ":" in str(host) else host
-        self.url = f"http://{shown}:{port}"
+        server = _Server((self.host, self.port), self)
+        self.port = server.server_address[1]
+        self.url = server.base_url()
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"vault-emulator-{port}", daemon=True,
-        )
-        self._thread.start()
+        self._thread = server.serve_in_thread(f"vault-emulator-{self.port}")
         return self
 
     def stop(self) -> None:
@@ -337,9 +330,7 @@ class VaultEmulator:
         if server is None:
             return
         self._stopping.set()  # wakes "slow" faults
-        server.shutdown()
-        server.server_close()
-        server.close_connections()
+        server.stop_serving()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -1199,90 +1190,31 @@ def _acl_capabilities(
 # ---------------------------------------------------------------------------- HTTP plumbing
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # stop() must not wait for idle keep-alive connections
-
-    def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-        emulator: VaultEmulator,
-    ) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
+class _Server(EmulatorServer):
+    def __init__(self, address: tuple[str, int], emulator: VaultEmulator) -> None:
         self.emulator = emulator
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def track(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.add(connection)
-
-    def untrack(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.discard(connection)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], OSError):
-            return  # the client went away (or a "reset" fault of ours): nothing to report
-        super().handle_error(request, client_address)
+        super().__init__(address, _Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # with wbufsize: a reply leaves in one segment, no 40 ms stall
-    wbufsize = 1 << 16
-    timeout = 60  # idle keep-alive connections are dropped after this many seconds
+class _Handler(EmulatorHandler):
     server_version = "vault-emulator"
-    sys_version = ""
+    max_request_body = _MAX_REQUEST_BODY
+    body_too_large_message = "http: request body too large"
     server: _Server
 
-    def setup(self) -> None:
-        self._reset = False
-        super().setup()
-        self.server.track(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.untrack(self.connection)
-            if self._reset:
-                self.connection.close()  # with SO_LINGER 0 this sends the RST
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
     def version_string(self) -> str:
-        return self.server_version
+        return self.server_version  # no trailing " " + sys_version in the Server header
 
-    def do_GET(self) -> None:
-        self._dispatch()
+    do_LIST = EmulatorHandler.do_GET
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_LIST = do_GET
-
-    def _dispatch(self) -> None:
-        body = self._read_body()
-        if body is None:
-            return
+    def _dispatch(self, body: bytes) -> None:
         emulator = self.server.emulator
         parts = urlsplit(self.path)
         namespace = self.headers.get("X-Vault-Namespace", "").strip().strip("/")
         fault = emulator._record(self.command, parts.path, namespace)
         if fault is not None:
             if fault.kind == "reset":
-                self.connection.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
-                self._reset = True
-                self.close_connection = True
+                self._reset_connection()
                 return
             if fault.kind == "5xx":
                 self._send(fault.status, {"errors": ["internal error"]})
@@ -1313,45 +1245,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if status != 204 and self.command != "HEAD":
             self.wfile.write(data)
-
-    def _read_body(self) -> bytes | None:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked()
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            return b""
-        try:
-            length = int(raw)
-            if length < 0:
-                raise ValueError(raw)
-        except ValueError:
-            self._refuse(400, "bad Content-Length")
-            return None
-        if length > _MAX_REQUEST_BODY:
-            self._refuse(413, "http: request body too large")
-            return None
-        return self.rfile.read(length)
-
-    def _read_chunked(self) -> bytes | None:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            line = self.rfile.readline(1026)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                self._refuse(400, "bad chunk")
-                return None
-            if size == 0:
-                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(chunks)
-            total += size
-            if total > _MAX_REQUEST_BODY:
-                self._refuse(413, "http: request body too large")
-                return None
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline(3)
 
     def _refuse(self, status: int, message: str) -> None:
         self.close_connection = True
