@@ -46,6 +46,7 @@ from rotator.stores import StoreSet
 from rotator.testing.faults import step_hook_from_env
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STATE_WRITE_INTERVAL = 2.0  # seconds between state.json rewrites, at most
 IDLE_WAKEUP = 3600.0  # with no watchdog to feed, the main loop only wakes for signals
 
 _log = logging.getLogger("rotator.daemon")  # WARNING+ goes through the audit pipeline
@@ -79,6 +80,8 @@ class Daemon:
             os.set_blocking(fd, False)
         self._state_lock = threading.Lock()
         self._state_error: str | None = None
+        self._state_last_write = 0.0  # monotonic
+        self._state_timer: threading.Timer | None = None
         self._last_status: str | None = None
         self._started = False  # every credential planned: /readyz may say yes from now on
         self._born = time.monotonic()
@@ -245,14 +248,33 @@ class Daemon:
 
     def _changed(self) -> None:
         """After each run: state.json for `rotator status`, STATUS= for `systemctl status`."""
-        self._write_state()
+        self._write_state_soon()
         if self.rotations is not None:
             summary = self.rotations.summary()
             if summary != self._last_status:
                 self._last_status = summary
                 self.notifier.status(summary)
 
+    def _write_state_soon(self) -> None:
+        """At most one state.json write per STATE_WRITE_INTERVAL: with many credentials on a
+        short interval, rewriting it after every run costs more than the rotations (soak:
+        920 -> 578 rotations per 30 s). A deferred write catches the last change."""
+        with self._state_lock:
+            wait = self._state_last_write + STATE_WRITE_INTERVAL - time.monotonic()
+            if wait > 0:
+                if self._state_timer is None:
+                    self._state_timer = threading.Timer(wait, self._write_state)
+                    self._state_timer.daemon = True
+                    self._state_timer.start()
+                return
+        self._write_state()
+
     def _write_state(self) -> None:
+        with self._state_lock:
+            if self._state_timer is not None:
+                self._state_timer.cancel()
+                self._state_timer = None
+            self._state_last_write = time.monotonic()
         config, rotations = self.config, self.rotations
         if config is None or rotations is None or config.daemon.state_dir is None:
             return

@@ -62,7 +62,7 @@ class SecretGuard:
                     continue
                 try:
                     data = json.loads(path.read_text())
-                except (ValueError, OSError, UnicodeDecodeError):
+                except (ValueError, OSError, UnicodeDecodeError, RecursionError):
                     continue
                 if isinstance(data, dict):
                     for field in SECRET_FIELDS:

@@ -353,8 +353,10 @@ def test_endpoint_faults_back_off_and_recover(
     window = time.monotonic() - began
     min_gap = 2.0 if kind == "429" else 0.25  # Retry-After: 2 (backoff alone: <= 1s), else retry_min
     assert endpoint.token_requests - before <= 1 + window / min_gap
-    state = read_state(config)["sf"]
-    assert state["consecutive_failures"] >= 1 and state["last_error"]
+    # state.json is rewritten at most every STATE_WRITE_INTERVAL (2 s): wait for the failure
+    state = wait_for(lambda: (s := read_state(config)["sf"])["consecutive_failures"] >= 1 and s,
+                     5, "state.json to record the failure")
+    assert state["last_error"]
     shown = run_cli("--config", config, "status")
     assert "consecutive failures" in shown.out and "last error:" in shown.out
     assert token_path(config).read_bytes() == good
@@ -435,7 +437,8 @@ def test_hourly_request_cap_holds_across_restarts(
     assert endpoint.token_requests == 2
     time.sleep(1.0)
     assert endpoint.token_requests == 2
-    state = read_state(config)["sf"]
+    state = wait_for(lambda: (s := read_state(config)["sf"])["last_error"] and s, 5,
+                     "state.json to record the cap")
     assert len(state["recent_requests"]) == 2 and "max_requests_per_hour" in state["last_error"]
     assert state["next_run"] > time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3000))
     assert daemon.stop()[0] == 0

@@ -134,3 +134,15 @@ def test_crash_leaves_no_partial_file(store: FileStore, tmp_path: Path, monkeypa
     assert store.read("t").data == {"n": 1}  # type: ignore[union-attr]
     leftovers = [p.name for p in (tmp_path / "root").iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_leftover_temp_files_are_swept(store: FileStore, tmp_path: Path) -> None:
+    """Temp files a killed writer left beside a record are removed by the next write."""
+    first = store.write("t", {"n": 1}, expected_version=None)
+    leftover = tmp_path / "root" / ".t.json.abc123.tmp"
+    leftover.write_text("partial")
+    other = tmp_path / "root" / ".u.json.abc123.tmp"
+    other.write_text("someone else's")
+    store.write("t", {"n": 2}, expected_version=first.version)
+    assert not leftover.exists()
+    assert other.exists()  # only this record's leftovers

@@ -75,6 +75,7 @@ class FileStore:
                 except FileNotFoundError:
                     old = None
                 current = _version(old) if old is not None else None
+                _sweep_leftovers(target)
                 if current != expected_version:
                     raise StoreConflict(
                         self.name,
@@ -230,3 +231,12 @@ def _link_previous(target: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             link.unlink()
         raise
+
+
+def _sweep_leftovers(target: Path) -> None:
+    """Remove temp files a killed writer of this record left behind (we hold its lock, so
+    no live writer owns them)."""
+    for pattern in (f".{target.name}.*.tmp", f".{target.name}.prev.*.tmp"):
+        for leftover in target.parent.glob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
