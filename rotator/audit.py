@@ -282,15 +282,30 @@ def use_settings(daemon: DaemonConfig) -> None:
     use_audit_file(daemon.audit_log, max_bytes=daemon.audit_max_bytes)
 
 
+LIBRARY_LOG_INTERVAL = 60.0
+
+
 def _route_stdlib_logging() -> None:
     """Libraries log through stdlib logging (APScheduler prints job tracebacks there):
     send their warnings through the same redacting pipeline, and drop their chatter."""
     handler = logging.Handler()
+    last_seen: dict[tuple[str, str], list[float]] = {}  # (logger, format) -> [time, suppressed]
 
     def _emit(record: logging.LogRecord) -> None:
+        # An overloaded scheduler says "skipped: maximum number of running instances" for
+        # every missed run: one line per kind a minute, with how many were held back.
+        kind = (record.name, str(record.msg))
+        now = time.monotonic()
+        seen = last_seen.get(kind)
+        if seen is not None and now - seen[0] < LIBRARY_LOG_INTERVAL:
+            seen[1] += 1
+            return
+        suppressed = int(seen[1]) if seen is not None else 0
+        last_seen[kind] = [now, 0]
         # Only the message, never record.exc_info: a dependency's traceback can hold locals.
         structlog.get_logger("rotator").warning(
-            "library.log", logger=record.name, message=redact_text(record.getMessage())
+            "library.log", logger=record.name, message=redact_text(record.getMessage()),
+            suppressed=suppressed or None,
         )
 
     handler.emit = _emit  # type: ignore[method-assign]

@@ -123,7 +123,7 @@ CATALOGUE: dict[str, EventSpec] = {spec.name: spec for spec in (
           ("signal", "reason")),
     _spec("daemon.stopped", "The daemon has stopped.", (), ("uptime_s", "exit_code")),
     _spec("library.log", "A warning from a library (stdlib logging), redacted, no traceback.",
-          ("logger", "message")),
+          ("logger", "message"), ("suppressed",)),
 )}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")

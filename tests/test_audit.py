@@ -406,3 +406,21 @@ def test_concurrent_key_creation_agrees(tmp_path: Path) -> None:
     assert len(outputs) == 1 and next(iter(outputs)).startswith("hmac-sha256:")
     assert not [p for p in key.parent.iterdir() if p.name.endswith(".tmp")]
     assert os.stat(key).st_mode & 0o777 == 0o600
+
+
+def test_library_warnings_are_rate_limited() -> None:
+    """A flood of one library warning (an overloaded scheduler) becomes one line a minute."""
+    import io
+    import json
+    import logging
+
+    from rotator import audit
+
+    out = io.StringIO()
+    audit.configure(fmt="json", stream=out)
+    log = logging.getLogger("apscheduler.executors.default")
+    for i in range(50):
+        log.warning("Execution of job %s skipped: maximum number of running instances", i)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(lines) == 1
+    assert lines[0]["event"] == "library.log" and "skipped" in lines[0]["message"]
