@@ -124,3 +124,13 @@ def test_simple_salesforce_jwt_login_is_accepted(endpoint, rsa_keys) -> None:
                                            session=session)
     assert endpoint.is_valid(session_id)
     assert endpoint.url.split("//")[1] in instance
+
+
+def test_oauth_instance_url_follows_the_url_rule() -> None:
+    """A generic server's instance_url, when present, must be https (or loopback http)."""
+    ok = parse_oauth_success("u", {"access_token": "t", "instance_url": "https://api.example"})
+    assert ok.instance_url == "https://api.example"
+    assert parse_oauth_success("u", {"access_token": "t"}).instance_url is None
+    for bad in ("http://evil.example", 5):
+        with pytest.raises(EndpointProtocolError):
+            parse_oauth_success("u", {"access_token": "t", "instance_url": bad})

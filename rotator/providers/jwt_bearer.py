@@ -13,6 +13,7 @@ from typing import Any
 from rotator.config import CredentialConfig
 from rotator.errors import EndpointProtocolError
 from rotator.providers.base import TokenResponse, exchange_assertion
+from rotator.urls import check_url
 
 MAX_TOKEN_CHARS = 16384
 OAUTH_HINTS = {
@@ -77,7 +78,20 @@ def parse_oauth_success(url: str, data: dict[str, Any]) -> TokenResponse:
         token_type=str(data.get("token_type") or "Bearer"),
         issued_at=now,
         expires_at=expires_at,
-        instance_url=data.get("instance_url") if isinstance(data.get("instance_url"), str) else None,
+        instance_url=_instance_url(url, data.get("instance_url")),
         scope=scope if isinstance(scope, str) else None,
         id=data.get("id") if isinstance(data.get("id"), str) else None,
     )
+
+
+def _instance_url(url: str, value: Any) -> str | None:
+    """Optional for generic servers; when given, the same https-or-loopback rule as every URL
+    rotator hands to consumers."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise EndpointProtocolError(url, "instance_url is not a string")
+    try:
+        return check_url(value)
+    except ValueError as exc:
+        raise EndpointProtocolError(url, f"instance_url refused: {exc}") from None
