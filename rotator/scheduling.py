@@ -39,7 +39,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from rotator import audit, policy
 from rotator.clock import rfc3339
 from rotator.config import CredentialConfig
-from rotator.crypto import cert_info, load_certificate
+from rotator.crypto import cert_info_from_pem
 from rotator.durations import format_duration
 from rotator.engine import Engine, RotationResult
 from rotator.errors import InternalError, RotatorError, StoreAuthError, StoreUnavailable
@@ -367,7 +367,7 @@ class Rotations:
         if key:
             try:
                 keyrec, _ = engine.read_key_record(name)
-                info = cert_info(load_certificate(keyrec.current.certificate, where=str(cred.key)))
+                info = cert_info_from_pem(keyrec.current.certificate, str(cred.key))
             except RotatorError as exc:
                 self._store_trouble(exc)
             else:
