@@ -272,7 +272,7 @@ def quiet_audit() -> Iterator[None]:
     starts one too), so there is no other user of the logging set-up to restore it for.
     """
     global _devnull
-    from rotator import audit
+    from rotator.audit import pipeline as audit
 
     if _devnull is None:
         _devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
@@ -415,7 +415,7 @@ class KeyPool:
 
     def rsa(self, bits: int = 2048, index: int = 0) -> tuple[Any, str, str]:
         """(key object, PKCS#8 PEM, certificate PEM)."""
-        from rotator.crypto import cert_to_pem, generate_rsa_key, key_to_pem, self_signed_certificate
+        from rotator.keys.crypto import cert_to_pem, generate_rsa_key, key_to_pem, self_signed_certificate
 
         if (bits, index) not in self._rsa:
             key = generate_rsa_key(bits)
@@ -424,7 +424,7 @@ class KeyPool:
         return self._rsa[(bits, index)]
 
     def ec(self) -> tuple[Any, str, str]:
-        from rotator.crypto import cert_to_pem, generate_ec_key, key_to_pem, self_signed_certificate
+        from rotator.keys.crypto import cert_to_pem, generate_ec_key, key_to_pem, self_signed_certificate
 
         if self._ec is None:
             key = generate_ec_key()
@@ -653,7 +653,7 @@ def key_record(ctx: Ctx, index: int, bits: int = 2048) -> dict[str, str]:
 
 def token_record(ctx: Ctx, index: int, name: str) -> dict[str, Any]:
     """An hour-old token record of the documented shape (the token is a placeholder)."""
-    from rotator.crypto import fingerprint, load_certificate
+    from rotator.keys.crypto import fingerprint, load_certificate
 
     issued = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
     return {

@@ -50,10 +50,10 @@ PROFILE_COLUMNS = ["Part of a rotation", "calls / rotation", "ms / rotation", "s
 # (label, file suffix, function name) — cumulative time of these functions in the profile
 PROFILE_PARTS = (
     ("read key record (store read + JSON)", "rotator/engine.py", "read_key_record"),
-    ("key: parse (KeyCache.load)", "rotator/crypto.py", "load"),
-    ("key: self-test (check_pair: probe sign + verify)", "rotator/crypto.py", "check_pair"),
-    ("certificates: parse (load_certificate)", "rotator/crypto.py", "load_certificate"),
-    ("certificates: facts and fingerprint (cert_info)", "rotator/crypto.py", "cert_info"),
+    ("key: parse (KeyCache.load)", "rotator/keys/crypto.py", "load"),
+    ("key: self-test (check_pair: probe sign + verify)", "rotator/keys/crypto.py", "check_pair"),
+    ("certificates: parse (load_certificate)", "rotator/keys/crypto.py", "load_certificate"),
+    ("certificates: facts and fingerprint (cert_info)", "rotator/keys/crypto.py", "cert_info"),
     ("read token record", "rotator/engine.py", "read_token"),
     ("mint (PyJWT encode + RSA sign)", "jwt/api_jwt.py", "encode"),
     ("HTTP exchange (requests; includes waiting for the endpoint)", "requests/sessions.py", "request"),
@@ -62,8 +62,8 @@ PROFILE_PARTS = (
     ("  of which: waiting on the socket", "~", "<method 'recv_into' of '_socket.socket' objects>"),
     ("write token record (CAS, temp file, rename)", "rotator/engine.py", "_write_token"),
     ("  of which: fsync", "~", "<built-in method posix.fsync>"),
-    ("audit events (structlog pipeline, redaction, JSON)", "rotator/audit.py", "emit"),
-    ("  of which: redaction", "rotator/audit.py", "redact"),
+    ("audit events (structlog pipeline, redaction, JSON)", "rotator/audit/pipeline.py", "emit"),
+    ("  of which: redaction", "rotator/audit/pipeline.py", "redact"),
 )
 
 
@@ -354,8 +354,8 @@ def _micro(ctx: Ctx, calls: dict[str, float], url: str) -> Table:
     import requests
 
     from bench._common import rate
-    from rotator import audit
-    from rotator.crypto import cert_info, check_pair, load_certificate, load_private_key
+    from rotator.audit import pipeline as audit
+    from rotator.keys.crypto import cert_info, check_pair, load_certificate, load_private_key
 
     ctx.log("fleet: per-rotation costs, one at a time")
     _, pem, cert_pem = ctx.keys.rsa(2048, 0)

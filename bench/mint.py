@@ -105,7 +105,7 @@ def paired_share(ours: list[float], raw: list[float]) -> float:
 def run(ctx: Ctx) -> Table:
     import jwt
 
-    from rotator.crypto import Signer, load_private_key
+    from rotator.keys.crypto import Signer, load_private_key
 
     prof = ctx.profile
     table = Table("mint", "Mint: assertions per second", COLUMNS)
@@ -183,7 +183,7 @@ def run(ctx: Ctx) -> Table:
     ctx.log("mint: the naive way (PyJWT given PEM bytes)")
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    from rotator.crypto import check_pair, load_certificate
+    from rotator.keys.crypto import check_pair, load_certificate
 
     _, pem, cert_pem = ctx.keys.rsa(2048)
     pem_bytes = pem.encode("ascii")

@@ -15,15 +15,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from rotator import audit, lifecycle
-from rotator.audit_hash import token_fingerprint
+from rotator.audit import pipeline as audit
+from rotator.audit.fingerprint import token_fingerprint
 from rotator.clock import Clock
 from rotator.config import Config, CredentialConfig
-from rotator.crypto import (
+from rotator.errors import InternalError, RecordError, RotatorError, StoreConflict
+from rotator.keys import lifecycle
+from rotator.keys.crypto import (
     KeyCache,
     Signer,
 )
-from rotator.errors import InternalError, RecordError, RotatorError, StoreConflict
 from rotator.policy import token_due
 from rotator.providers import Provider, build_provider
 from rotator.records import KeyPair, KeyRecord, TokenRecord

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from rotator.crypto import cert_to_pem, key_to_pem, self_signed_certificate
+from rotator.keys.crypto import cert_to_pem, key_to_pem, self_signed_certificate
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENT_ID = "3MVG9test.client.id"

@@ -17,8 +17,10 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from rotator import audit, audit_hash, events
-from rotator.audit_chain import verify
+from rotator.audit import events
+from rotator.audit import fingerprint as audit_hash
+from rotator.audit import pipeline as audit
+from rotator.audit.chain import verify
 from rotator.config import DaemonConfig
 from tests.conftest import CLIENT_ID, REPO, USERNAME, SecretGuard, write_config
 
@@ -74,9 +76,9 @@ def rendered(fmt: str = "json") -> tuple[io.StringIO, structlog.typing.Filtering
 
 
 def test_docs_carry_the_catalogue_table() -> None:
-    """docs/audit-events.md holds events.markdown_table() verbatim (`python -m rotator.events`)."""
+    """docs/audit-events.md holds events.markdown_table() verbatim (`python -m rotator.audit.events`)."""
     docs = (REPO / "docs" / "audit-events.md").read_text()
-    assert events.markdown_table() in docs, "regenerate the table: python -m rotator.events"
+    assert events.markdown_table() in docs, "regenerate the table: python -m rotator.audit.events"
     documented = set(re.findall(r"^\| `([a-z_.]+)` \|", docs, re.M))
     assert documented == set(events.CATALOGUE)
 
@@ -397,7 +399,7 @@ def test_concurrent_key_creation_agrees(tmp_path: Path) -> None:
 
     from tests.conftest import rotator_subprocess_env
 
-    script = ("import sys; from pathlib import Path; from rotator import audit_hash as h; "
+    script = ("import sys; from pathlib import Path; from rotator.audit import fingerprint as h; "
               "h.use_key_file(Path(sys.argv[1])); print(h.token_fingerprint('x'))")
     key = tmp_path / "state" / "audit-hmac.key"
     procs = [subprocess.Popen([sys.executable, "-c", script, str(key)], stdout=subprocess.PIPE,
@@ -414,7 +416,7 @@ def test_library_warnings_are_rate_limited() -> None:
     import json
     import logging
 
-    from rotator import audit
+    from rotator.audit import pipeline as audit
 
     out = io.StringIO()
     audit.configure(fmt="json", stream=out)

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from rotator import audit
-from rotator.audit_chain import GENESIS, AuditFile, line_hash, verify, verify_files
+from rotator.audit import pipeline as audit
+from rotator.audit.chain import GENESIS, AuditFile, line_hash, verify, verify_files
 from tests.conftest import rotator_subprocess_env
 
 WRITER = """
 import os, sys, time
 from pathlib import Path
-from rotator import audit
+from rotator.audit import pipeline as audit
 path, max_bytes, count, tag, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 audit.configure(stream=open(os.devnull, "w"))
 audit.use_audit_file(Path(path), max_bytes=max_bytes)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from rotator import events
+from rotator.audit import events
 from tests.conftest import CLIENT_ID, USERNAME, rotator_subprocess_env, write_config
 
 pytestmark = pytest.mark.integration

@@ -19,14 +19,14 @@ import pytest
 from apscheduler.events import EVENT_JOB_ERROR
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from rotator import audit
+from rotator.audit import pipeline as audit
 from rotator.config import parse_config
+from rotator.daemon.health import HealthServer
+from rotator.daemon.metrics import Metrics
+from rotator.daemon.scheduling import Rotations
+from rotator.daemon.sdnotify import Notifier, socket_address, watchdog_interval
+from rotator.daemon.statefile import read_recent_requests, write_state
 from rotator.errors import RecordError
-from rotator.health import HealthServer
-from rotator.metrics import Metrics
-from rotator.scheduling import Rotations
-from rotator.sdnotify import Notifier, socket_address, watchdog_interval
-from rotator.statefile import read_recent_requests, write_state
 
 FAKE_SECRET = "00Dxx0000001gPL!AR8AQJXg5oj8jXSgxJfA0lBog.39AsX.LVhF"
 

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from rotator.fanout import FANOUT_MIN, process_count
+from rotator.cli.fanout import FANOUT_MIN, process_count
 from tests.conftest import CLIENT_ID, USERNAME, run_rotator, write_config
 
 

@@ -12,7 +12,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from rotator.crypto import (
+from rotator.errors import KeyMaterialError
+from rotator.keys.crypto import (
     KeyCache,
     cert_to_pem,
     generate_rsa_key,
@@ -20,7 +21,6 @@ from rotator.crypto import (
     load_private_key,
     self_signed_certificate,
 )
-from rotator.errors import KeyMaterialError
 from tests.conftest import write_config
 
 OPENSSL = shutil.which("openssl")
@@ -204,7 +204,7 @@ def test_errors_never_echo_key_material() -> None:
 
 def test_corrupt_private_key_is_refused() -> None:
     """A key whose private half is damaged (public half intact) fails the sign/verify self-test."""
-    from rotator.crypto import check_pair
+    from rotator.keys.crypto import check_pair
 
     good = generate_rsa_key()
     cert = self_signed_certificate(good, common_name="x", days=1)

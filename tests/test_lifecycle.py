@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from rotator import lifecycle
+from rotator.audit.events import validate
 from rotator.config import load_config
-from rotator.crypto import cert_info, load_certificate
 from rotator.engine import Engine, RotationResult
 from rotator.errors import StoreUnavailable
-from rotator.events import validate
+from rotator.keys import lifecycle
+from rotator.keys.crypto import cert_info, load_certificate
 from tests.conftest import CLIENT_ID, USERNAME, write_config
 
 pytestmark = pytest.mark.integration

@@ -216,7 +216,7 @@ def test_assertion_claims(run_cli, endpoint, config_path: Path) -> None:
     token = run_cli("--config", config_path, "jwt", "sf", guard=False).out.strip()
     header = pyjwt.get_unverified_header(token)
     assert header == {"alg": "RS256", "typ": "JWT"}
-    from rotator.crypto import load_certificate
+    from rotator.keys.crypto import load_certificate
 
     claims = pyjwt.decode(token, load_certificate(cert_pem).public_key(), algorithms=["RS256"],
                           audience=endpoint.url)
@@ -228,7 +228,7 @@ def test_assertion_claims(run_cli, endpoint, config_path: Path) -> None:
 
 def test_key_loaded_once_per_process(run_cli, endpoint, config_path: Path, monkeypatch) -> None:
     """Many rotations in one process parse the private key once."""
-    import rotator.crypto as crypto
+    import rotator.keys.crypto as crypto
 
     setup_credential(run_cli, endpoint, config_path)
     calls = []

@@ -680,8 +680,9 @@ def test_rate_warning_for_fast_intervals_on_aws() -> None:
 
 
 def test_rotator_imports_do_not_import_boto3() -> None:
-    """`import rotator.cli, rotator.engine, rotator.stores` leaves boto3 (and botocore) unimported."""
-    code = ("import rotator.cli, rotator.engine, rotator.stores, sys; "
+    """Importing the CLI, the daemon, the engine and the stores leaves boto3 (and botocore) unimported."""
+    code = ("import rotator.cli.app, rotator.cli.commands, rotator.daemon.service, rotator.engine, "
+            "rotator.stores, sys; "
             "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, 'boto3 imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env=rotator_subprocess_env(), cwd=REPO)

@@ -26,8 +26,8 @@ import hvac
 import hvac.exceptions
 import pytest
 
+from rotator.audit.events import validate
 from rotator.config import VaultStoreConfig
-from rotator.crypto import cert_info, load_certificate
 from rotator.errors import (
     RecordError,
     StoreAccessDenied,
@@ -36,7 +36,7 @@ from rotator.errors import (
     StoreError,
     StoreUnavailable,
 )
-from rotator.events import validate
+from rotator.keys.crypto import cert_info, load_certificate
 from rotator.stores.base import WriteResult
 from rotator.stores.vault import VaultStore
 from rotator.testing.salesforce import SalesforceEndpoint

@@ -40,7 +40,7 @@ import requests
 from hvac.adapters import JSONAdapter
 from hvac.utils import format_url
 
-from rotator import audit
+from rotator.audit import pipeline as audit
 from rotator.config import VaultStoreConfig, check_store_path
 from rotator.errors import (
     RecordError,

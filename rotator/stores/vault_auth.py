@@ -40,8 +40,8 @@ from typing import Any
 import hvac.exceptions as hvac_errors
 import requests
 
-from rotator import audit
-from rotator.audit import redact_text
+from rotator.audit import pipeline as audit
+from rotator.audit.pipeline import redact_text
 from rotator.config import VaultAuthConfig
 from rotator.errors import (
     RotatorError,

@@ -359,7 +359,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonChild]]:
 
 def assert_clean(child: DaemonChild) -> None:
     """No traceback, nothing on stderr, every line a catalogued audit event."""
-    from rotator import events
+    from rotator.audit import events
 
     out, err = child.out_path.read_text(), child.err_path.read_text()
     assert "Traceback" not in out and "Traceback" not in err

@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from rotator.crypto import cert_to_pem, key_to_pem, self_signed_certificate
+from rotator.keys.crypto import cert_to_pem, key_to_pem, self_signed_certificate
 from tests.conftest import CLIENT_ID, run_rotator, write_config
 
 pytestmark = pytest.mark.integration
@@ -784,8 +784,8 @@ def test_unusable_token_record_is_replaced_not_fatal(
 ) -> None:
     """A stored token record rotator cannot use is replaced by the next rotation; the daemon plans it."""
     from rotator.config import load_config
-    from rotator.metrics import Metrics
-    from rotator.scheduling import CountingEngine, Rotations
+    from rotator.daemon.metrics import Metrics
+    from rotator.daemon.scheduling import CountingEngine, Rotations
     from rotator.stores import StoreSet
     from tests.conftest import USERNAME
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from rotator.crypto import cert_info, check_pair, load_certificate, load_private_key
 from rotator.engine import STEPS
+from rotator.keys.crypto import cert_info, check_pair, load_certificate, load_private_key
 from rotator.records import KeyRecord, TokenRecord
 from rotator.testing import faults
 from tests.conftest import CLIENT_ID, USERNAME

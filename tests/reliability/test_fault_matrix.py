@@ -41,12 +41,14 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from rotator import audit, events, policy
+from rotator import policy
+from rotator.audit import events
+from rotator.audit import pipeline as audit
 from rotator.config import load_config
+from rotator.daemon.metrics import Metrics
+from rotator.daemon.scheduling import MIN_DELAY, CountingEngine, Rotations
 from rotator.engine import Engine
 from rotator.errors import EndpointUnavailable, TokenRejected
-from rotator.metrics import Metrics
-from rotator.scheduling import MIN_DELAY, CountingEngine, Rotations
 from rotator.stores import StoreSet
 from tests.conftest import CLIENT_ID, USERNAME
 from tests.reliability.conftest import (

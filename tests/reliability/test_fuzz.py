@@ -26,11 +26,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rotator import policy
-from rotator.audit_chain import AuditFile, verify
+from rotator.audit.chain import AuditFile, verify
 from rotator.config import load_config, parse_config
-from rotator.crypto import load_certificate, load_private_key
 from rotator.durations import format_duration, parse_duration
 from rotator.errors import EndpointError, InputError, KeyMaterialError, RecordError, RotatorError
+from rotator.keys.crypto import load_certificate, load_private_key
 from rotator.providers.base import HttpReply
 from rotator.records import KeyRecord, TokenRecord
 from rotator.stores.file import FileStore

@@ -36,14 +36,15 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from rotator import audit, policy
+from rotator import policy
+from rotator.audit import pipeline as audit
 from rotator.clock import rfc3339
 from rotator.config import CredentialConfig
-from rotator.crypto import cert_info_from_pem
+from rotator.daemon.metrics import Metrics
 from rotator.durations import format_duration
 from rotator.engine import Engine, RotationResult
 from rotator.errors import InternalError, RotatorError, StoreAuthError, StoreUnavailable
-from rotator.metrics import Metrics
+from rotator.keys.crypto import cert_info_from_pem
 from rotator.providers import Provider
 from rotator.providers.base import TokenResponse
 from rotator.records import TokenRecord

@@ -70,7 +70,7 @@ def _rotate_forked(
 
 def _child_start() -> None:
     """Fresh per-process state: no HTTP connection, store client or audit fd from the parent."""
-    from rotator import audit
+    from rotator.audit import pipeline as audit
     from rotator.providers import base
 
     base.reset_shared_session()

@@ -19,13 +19,13 @@ from typing import TextIO
 
 import requests
 
-from rotator import audit
-from rotator.audit_hash import token_fingerprint
+from rotator.audit import pipeline as audit
+from rotator.audit.fingerprint import token_fingerprint
 from rotator.config import load_config
 from rotator.durations import parse_duration
 from rotator.engine import Engine
 from rotator.errors import InputError
-from rotator.keys import init_key_record
+from rotator.keys.generate import init_key_record
 from rotator.records import KeyRecord, TokenRecord
 from rotator.testing.salesforce import SalesforceEndpoint
 

@@ -31,17 +31,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rotator import audit
+from rotator.audit import pipeline as audit
 from rotator.clock import rfc3339, utc_now
 from rotator.config import Config, load_config
-from rotator.crypto import KeyCache
+from rotator.daemon.health import HealthServer
+from rotator.daemon.metrics import Metrics
+from rotator.daemon.scheduling import CountingEngine, Rotations
+from rotator.daemon.sdnotify import Notifier
+from rotator.daemon.statefile import read_recent_requests, write_state
 from rotator.engine import Engine
 from rotator.errors import RotatorError
-from rotator.health import HealthServer
-from rotator.metrics import Metrics
-from rotator.scheduling import CountingEngine, Rotations
-from rotator.sdnotify import Notifier
-from rotator.statefile import read_recent_requests, write_state
+from rotator.keys.crypto import KeyCache
 from rotator.stores import StoreSet
 from rotator.testing.faults import step_hook_from_env
 

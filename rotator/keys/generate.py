@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rotator import audit
-from rotator.crypto import (
+from rotator.audit import pipeline as audit
+from rotator.errors import InputError
+from rotator.keys.crypto import (
     cert_info,
     cert_to_pem,
     check_key_for_algorithm,
@@ -20,7 +21,6 @@ from rotator.crypto import (
     load_private_key,
     self_signed_certificate,
 )
-from rotator.errors import InputError
 from rotator.records import KeyPair, KeyRecord
 from rotator.stores.base import SecretStore
 

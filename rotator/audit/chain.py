@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from rotator.audit.stamp import actor, timestamp
 from rotator.errors import InputError
 from rotator.fsutil import make_private_dirs
 
@@ -163,8 +164,6 @@ class AuditFile:
         return self.path.with_name(f"{self.path.name}.{index}")
 
     def _anchor(self, fd: int, prev: str, seq: int, chain: str, reason: str) -> _Tail:
-        from rotator.audit import actor, timestamp
-
         fields = {"ts": timestamp(), "event": ANCHOR, "level": "info", "chain": chain,
                   "reason": reason, "actor": actor()}
         tail = self._write(fd, _render(fields, seq, prev), seq, chain, ANCHOR)

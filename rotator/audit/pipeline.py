@@ -16,15 +16,13 @@ Tests see exactly what the renderer sees with
 from __future__ import annotations
 
 import logging
-import os
 import re
-import socket
 import sys
 import threading
 import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -32,10 +30,10 @@ import structlog
 from structlog.contextvars import bound_contextvars, merge_contextvars
 from structlog.tracebacks import ExceptionDictTransformer
 
-from rotator import __version__
+from rotator.audit.stamp import TS_FORMAT, actor
 
 if TYPE_CHECKING:
-    from rotator.audit_chain import AuditFile
+    from rotator.audit.chain import AuditFile
     from rotator.config import DaemonConfig
 
 __all__ = [
@@ -135,14 +133,6 @@ def redact(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
     return event_dict
 
 
-_HOST = socket.gethostname()
-
-
-def actor() -> dict[str, Any]:
-    """Who wrote the line: host, pid (read per call: forks), rotator version."""
-    return {"host": _HOST, "pid": os.getpid(), "version": __version__}
-
-
 def add_actor(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
     event_dict.setdefault("actor", actor())
     return event_dict
@@ -179,20 +169,12 @@ def order_keys(_logger: Any, _method: str, event_dict: EventDict) -> dict[str, A
     return ordered
 
 
-_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def timestamp() -> str:
-    """Now as RFC 3339 UTC with microseconds: the `ts` of every line."""
-    return datetime.now(tz=UTC).strftime(_TS_FORMAT)
-
-
 def shared_processors() -> list[Any]:
     """Everything before the sinks and the renderer: what an event line is made of."""
     return [
         merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt=_TS_FORMAT, utc=True, key="ts"),
+        structlog.processors.TimeStamper(fmt=TS_FORMAT, utc=True, key="ts"),
         add_actor,
         add_duration,
         structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
@@ -259,7 +241,7 @@ def use_audit_file(path: Path | None, *, max_bytes: int = 100 * 1024 * 1024) -> 
 
     Raises InputError (exit 2) if the file cannot be opened: better than rotating unaudited.
     """
-    from rotator.audit_chain import AuditFile
+    from rotator.audit.chain import AuditFile
 
     audit_file = AuditFile(path, max_bytes=max_bytes) if path is not None else None
     if audit_file is not None:
@@ -272,7 +254,7 @@ def use_audit_file(path: Path | None, *, max_bytes: int = 100 * 1024 * 1024) -> 
 
 def use_settings(daemon: DaemonConfig) -> None:
     """Apply `[daemon]` audit settings: the token-fingerprint key, then the audit file."""
-    from rotator import audit_hash
+    from rotator.audit import fingerprint as audit_hash
 
     key_file = audit_hash.key_path_for(daemon)
     if key_file is None:

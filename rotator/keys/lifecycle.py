@@ -32,9 +32,18 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from rotator import audit, policy
+from rotator import policy
+from rotator.audit import pipeline as audit
 from rotator.clock import rfc3339
-from rotator.crypto import (
+from rotator.errors import (
+    InputError,
+    RecordError,
+    RotatorError,
+    StoreConflict,
+    StoreError,
+    TokenRejected,
+)
+from rotator.keys.crypto import (
     ALLOWED_RSA_BITS,
     CertInfo,
     PrivateKey,
@@ -46,14 +55,6 @@ from rotator.crypto import (
     key_to_pem,
     load_certificate,
     self_signed_certificate,
-)
-from rotator.errors import (
-    InputError,
-    RecordError,
-    RotatorError,
-    StoreConflict,
-    StoreError,
-    TokenRejected,
 )
 from rotator.records import KeyPair, KeyRecord, TokenRecord
 

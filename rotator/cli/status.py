@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rotator.config import Config
-from rotator.crypto import cert_info, load_certificate
 from rotator.durations import format_duration
 from rotator.engine import Engine
 from rotator.errors import RotatorError
+from rotator.keys.crypto import cert_info, load_certificate
 from rotator.policy import renewal_due
 from rotator.records import KeyRecord
 

@@ -9,13 +9,13 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from rotator import audit
-from rotator.cli import print_json, read_secret_arg
+from rotator.audit import pipeline as audit
+from rotator.cli.output import print_json, read_secret_arg
 from rotator.config import Config, load_config, resolve_config_path
-from rotator.crypto import cert_info, load_certificate
 from rotator.engine import Engine
 from rotator.errors import InputError, RecordError, RotatorError, UsageError
-from rotator.keys import import_key_record, init_key_record
+from rotator.keys.crypto import cert_info, load_certificate
+from rotator.keys.generate import import_key_record, init_key_record
 
 
 def load(args: argparse.Namespace, *, read_only: bool = False) -> Config:
@@ -92,7 +92,7 @@ def check(args: argparse.Namespace) -> int:
 
 
 def rotate(args: argparse.Namespace) -> int:
-    from rotator.fanout import rotate_names
+    from rotator.cli.fanout import rotate_names
 
     config = load(args)
     names = _names(args, config)
@@ -103,7 +103,7 @@ def rotate(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rotator.daemon import run_daemon
+    from rotator.daemon.service import run_daemon
 
     return run_daemon(resolve_config_path(args.config), log_format=args.log_format)
 
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    from rotator.status import collect_status, render_status
+    from rotator.cli.status import collect_status, render_status
 
     config = load(args)
     rows = collect_status(config)
@@ -147,7 +147,7 @@ def keys(args: argparse.Namespace) -> int:
         )
         sys.stdout.write(pem)
         return 0
-    from rotator import lifecycle
+    from rotator.keys import lifecycle
 
     return lifecycle.keys_command(engine, name, args)
 
@@ -225,14 +225,14 @@ def token(args: argparse.Namespace) -> int:
 
 def audit_command(args: argparse.Namespace) -> int:
     if args.audit_command == "hash":
-        from rotator.audit_hash import cli_fingerprint
+        from rotator.audit.fingerprint import cli_fingerprint
 
         if args.config or _config_exists():
             load(args)
         value = sys.stdin.readline().strip() if args.value == "-" else args.value
         print(cli_fingerprint(value))
         return 0
-    from rotator.audit_chain import verify_files
+    from rotator.audit.chain import verify_files
 
     return verify_files(args.files)
 
@@ -242,6 +242,6 @@ def _config_exists() -> bool:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from rotator.demo import run_demo
+    from rotator.cli.demo import run_demo
 
     return run_demo(directory=args.dir, duration=args.duration, every=args.every)

@@ -8,15 +8,15 @@ writes its audit events to stdout, for journald and Kubernetes log collection.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from rotator import __version__, audit
-from rotator.errors import InputError, InternalError, RotatorError, UsageError
+from rotator import __version__
+from rotator.audit import pipeline as audit
+from rotator.errors import InternalError, RotatorError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from rotator import commands
+    from rotator.cli import commands
 
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "check": commands.check,
@@ -139,18 +139,3 @@ def _dispatch(args: argparse.Namespace) -> int:
         "demo": commands.demo,
     }
     return handlers[args.command](args)
-
-
-def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, sort_keys=False) + "\n")
-    sys.stdout.flush()
-
-
-def read_secret_arg(path: Path | None, env: str) -> str | None:
-    """Secrets come from files or the environment, never from argv (visible in /proc)."""
-    if path is not None:
-        try:
-            return path.read_text(encoding="utf-8").strip() or None
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    return os.environ.get(env) or None
