@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,6 @@ from rotator.engine import Engine
 from rotator.errors import RotatorError
 from rotator.keys.crypto import KeyCache
 from rotator.stores import StoreSet
-from rotator.testing.faults import step_hook_from_env
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STATE_WRITE_INTERVAL = 2.0  # seconds between state.json rewrites, at most
@@ -62,13 +61,25 @@ def load_daemon_config(path: Path) -> Config:
     return config
 
 
+# The crash-consistency tests stop a daemon at a named engine step. They install their hook
+# from outside (`python -m rotator.testing.faults ...` calls set_step_hook, then the CLI), so
+# production code never imports the fault injector. None in every real daemon.
+_step_hook: Callable[[str, str], None] | None = None
+
+
+def set_step_hook(hook: Callable[[str, str], None] | None) -> None:
+    """Engines the daemon builds from now on call `hook(credential, step)` at each engine step."""
+    global _step_hook
+    _step_hook = hook
+
+
 class Daemon:
     def __init__(self, config_path: Path, *, env: Mapping[str, str] | None = None) -> None:
         self.config_path = config_path
         self.notifier = Notifier(env)
         self.metrics = Metrics()
         self.keys = KeyCache()
-        self._on_step = step_hook_from_env()  # crash tests only (ROTATOR_FAULT_*); else None
+        self._on_step = _step_hook  # crash tests only (rotator.testing.faults); else None
         self.config: Config | None = None
         self.engine: Engine | None = None
         self.rotations: Rotations | None = None

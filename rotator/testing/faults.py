@@ -1,9 +1,14 @@
 """Fault injection for crash-consistency tests: stop a daemon at a chosen step of a rotation.
 
 The engine calls ``on_step(credential, step)`` at each of ``rotator.engine.STEPS`` (start,
-key-loaded, minted, exchanged, written). ``rotator run`` installs the hook returned by
-:func:`step_hook_from_env`, which does nothing unless these variables are set in the daemon's
-environment:
+key-loaded, minted, exchanged, written). Production code never imports this module: a test
+starts the daemon through it instead of ``python -m rotator``::
+
+    python -m rotator.testing.faults --config rotator.toml run
+
+which installs the hook returned by :func:`step_hook_from_env` (through
+``rotator.daemon.service.set_step_hook``) and then runs the normal CLI. The hook does nothing
+unless these variables are set in the daemon's environment:
 
 ``ROTATOR_FAULT_STEP``
     the step to stop at (one of ``rotator.engine.STEPS``); unset: no hook at all.
@@ -19,9 +24,8 @@ environment:
     what the test waits for before it sends SIGKILL.
 
 Nothing here reads or writes a secret; the hook sees only a credential name and a step name.
-A production daemon never has these variables set (the systemd unit and the Kubernetes
-manifests define none), and setting them can only stop or slow the daemon, never change what
-it writes.
+A production daemon never loads this module (the systemd unit and the Kubernetes manifests run
+``rotator``), and the hook can only stop or slow the daemon, never change what it writes.
 
 In-process tests can use :class:`StepHook` directly: ``Engine(config, on_step=StepHook(...))``.
 """
@@ -32,7 +36,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 STEP_ENV = "ROTATOR_FAULT_STEP"
@@ -110,3 +114,16 @@ def _write_mark(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`rotator` with the ROTATOR_FAULT_* hook installed: what the crash tests spawn."""
+    from rotator.cli import main as rotator_main
+    from rotator.daemon.service import set_step_hook
+
+    set_step_hook(step_hook_from_env())
+    return rotator_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -304,14 +304,17 @@ def credential_config(
 
 
 class DaemonChild:
-    """`python -m rotator --config X run` with its stdout/stderr in files under tmp_path
+    """`python -m rotator --config X run` (or `-m rotator.testing.faults` when the env sets
+    ROTATOR_FAULT_STEP) with its stdout/stderr in files under tmp_path
     (which the secret guard scans: `.out` / `.err`)."""
 
     def __init__(self, config: Path, tmp_path: Path, label: str, env: dict[str, str]) -> None:
         self.out_path, self.err_path = tmp_path / f"{label}.out", tmp_path / f"{label}.err"
+        # With ROTATOR_FAULT_* set, start through the fault injector (production never loads it).
+        entry = "rotator.testing.faults" if "ROTATOR_FAULT_STEP" in env else "rotator"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rotator", "--config", str(config), "run"],
+                [sys.executable, "-m", entry, "--config", str(config), "run"],
                 stdout=out,
                 stderr=err,
                 env=rotator_subprocess_env(**env),
