@@ -105,7 +105,8 @@ def paired_share(ours: list[float], raw: list[float]) -> float:
 def run(ctx: Ctx) -> Table:
     import jwt
 
-    from rotator.keys.crypto import Signer, load_private_key
+    from rotator.keys.crypto import load_private_key
+    from rotator.keys.signer import PemSigner as Signer
 
     prof = ctx.profile
     table = Table("mint", "Mint: assertions per second", COLUMNS)

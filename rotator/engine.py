@@ -1,4 +1,8 @@
-"""One rotation: load key -> mint -> exchange -> write -> audit.
+"""One rotation: resolve credential -> load key -> mint -> exchange -> write -> audit.
+
+A rotation resolves its credential once (`Engine.resolve`: config, provider, key slot, token
+store) and passes that object through every step. The key lifecycle (rotator.keys.lifecycle)
+is asked which signers to try and told what happened; it never calls back into the engine.
 
 The engine never writes anything but a token the endpoint has just issued, and writes it
 with compare-and-set against the version it read before starting. A failure anywhere leaves
@@ -21,14 +25,15 @@ from rotator.clock import Clock
 from rotator.config import Config, CredentialConfig
 from rotator.errors import InternalError, RecordError, RotatorError, StoreConflict
 from rotator.keys import lifecycle
-from rotator.keys.crypto import (
-    KeyCache,
-    Signer,
-)
+from rotator.keys.context import KeyContext, KeyMemo, LoadedKey
+from rotator.keys.crypto import KeyCache
+from rotator.keys.signer import Signer
 from rotator.policy import token_due
 from rotator.providers import Provider, build_provider
 from rotator.records import KeyPair, KeyRecord, TokenRecord
-from rotator.stores import Record, StoreSet
+from rotator.stores import Record, SecretStore, StoreSet
+
+__all__ = ["STEPS", "Credential", "Engine", "LoadedKey", "RotationResult"]
 
 STEPS = ("start", "key-loaded", "minted", "exchanged", "written")
 
@@ -55,12 +60,22 @@ class RotationResult:
 
 
 @dataclass(frozen=True)
-class LoadedKey:
-    """A key pair from the key record, parsed and checked; holds no PEM."""
+class Credential:
+    """One credential resolved for one rotation: everything a step needs, looked up once."""
 
-    signer: Signer
-    not_after: datetime
-    record_version: str
+    name: str
+    config: CredentialConfig
+    provider: Provider
+    keys: KeyContext  # the key slot: record, parsed keys, key store
+
+    @property
+    def token_store(self) -> SecretStore:
+        # built on first use (StoreSet caches it): a store that cannot be built fails the
+        # rotation at the step that needs it, as before
+        return self.keys.stores[self.config.token.store]
+
+    def mint(self, signer: Signer, now: float) -> str:
+        return signer.sign(self.provider.claims(now))
 
 
 class Engine:
@@ -79,8 +94,19 @@ class Engine:
         self.keys = key_cache or KeyCache()
         self.on_step = on_step
         self._providers: dict[str, Provider] = {}
+        self._key_memo = KeyMemo()
 
-    # -- building blocks (also used by the CLI)
+    # -- resolving a credential
+
+    def resolve(self, name: str) -> Credential:
+        cred = self.config.credential(name)
+        return Credential(name, cred, self.provider(name), self.key_context(name))
+
+    def key_context(self, name: str) -> KeyContext:
+        return KeyContext(name, self.config.credential(name), self.config.credentials, self.stores,
+                          self.keys, self.clock, self._key_memo)
+
+    # -- building blocks (also used by the CLI and the scheduler)
 
     def provider(self, name: str) -> Provider:
         provider = self._providers.get(name)
@@ -92,52 +118,18 @@ class Engine:
         return datetime.fromtimestamp(self.clock(), tz=UTC)
 
     def read_key_record(self, name: str) -> tuple[KeyRecord, Record]:
-        cred = self.config.credential(name)
-        store = self.stores[cred.key.store]
-        record = store.read(cred.key.path)
-        if record is None:
-            raise RecordError(
-                str(cred.key),
-                "no key record",
-                hint=f"create one with `rotator keys init {name}` or `rotator keys import {name}`",
-            )
-        return KeyRecord.from_data(record.data, where=str(cred.key)), record
+        return self.key_context(name).read_record()
 
     def load_pair(self, name: str, pair: KeyPair, role: str, version: str) -> LoadedKey:
         """Parse (once per process) and check a key pair for this credential's algorithm."""
-        cred = self.config.credential(name)
-        where = f"{cred.key}" if role == "current" else f"{cred.key} ({role})"
-        key, info, fresh = self.keys.load_checked(
-            f"{name}/{role}", pair.private_key, pair.passphrase, pair.certificate, cred.algorithm,
-            where=where,
-        )
-        if fresh:
-            audit.emit(
-                "key.loaded", credential=name, role=role, key_sha256=info.sha256,
-                serial=info.serial, not_after=info.not_after.isoformat(),
-            )
-        return LoadedKey(Signer(key, cred.algorithm, info.sha256), info.not_after, version)
+        return self.key_context(name).load_pair(pair, role, version)
 
     def mint(self, name: str, signer: Signer) -> str:
         return signer.sign(self.provider(name).claims(self.clock()))
 
     def read_token(self, name: str) -> tuple[TokenRecord | None, Record | None]:
         """The stored token and its raw record; an unreadable token counts as none."""
-        cred = self.config.credential(name)
-        try:
-            record = self.stores[cred.token.store].read(cred.token.path)
-        except RecordError as exc:
-            if exc.version is None:
-                raise  # without its version we could not replace it safely
-            _unreadable(name, exc)
-            return None, Record({}, exc.version)
-        if record is None:
-            return None, None
-        try:
-            return TokenRecord.from_data(record.data, where=str(cred.token)), record
-        except RecordError as exc:
-            _unreadable(name, exc)
-            return None, record
+        return _read_token(self.resolve(name))
 
     # -- one rotation
 
@@ -158,29 +150,32 @@ class Engine:
             return _with_duration(result, time.monotonic() - started)
 
     def _rotate(self, name: str, rotation_id: str, *, force: bool, dry_run: bool) -> RotationResult:
-        cred = self.config.credential(name)
+        cred = self.resolve(name)
         self._step(name, "start")
         audit.emit("rotation.started", force=force, dry_run=dry_run)
-        keyrec, key_record = self.read_key_record(name)
-        loaded = self.load_pair(name, keyrec.current, "current", key_record.version)
+        keyrec, key_record = cred.keys.read_record()
+        loaded = cred.keys.load_pair(keyrec.current, "current", key_record.version)
         self._step(name, "key-loaded")
-        token, token_record = self.read_token(name)
-        keys = lifecycle.prepare(self, name, keyrec, loaded, token, dry_run=dry_run)
+        token, token_record = _read_token(cred)
+        keys = lifecycle.prepare(cred.keys, keyrec, loaded, token, dry_run=dry_run)
         loaded = keys.current
         if not force and not dry_run:
-            due = token_due(token, every=cred.every, jitter=cred.jitter, now=self.now(),
+            due = token_due(token, every=cred.config.every, jitter=cred.config.jitter, now=self.now(),
                             key_sha256=loaded.signer.cert_sha256)
             if not due.due:
                 audit.emit("rotation.skipped", outcome="skipped", reason=due.reason)
                 return RotationResult(name, True, "skipped", reason=due.reason,
                                       rotation_id=rotation_id)
-        assertion = self.mint(name, loaded.signer)
+        assertion = cred.mint(loaded.signer, self.clock())
         self._step(name, "minted")
         if dry_run:
             audit.emit("rotation.skipped", outcome="skipped", reason="dry run")
             return RotationResult(name, True, "dry-run", reason="dry run: minted, not exchanged",
                                   key_sha256=loaded.signer.cert_sha256, rotation_id=rotation_id)
-        exchanged = lifecycle.exchange(self, name, keys, assertion)  # pending key first
+        exchanged = lifecycle.exchange(  # pending key first
+            cred.keys, keys, assertion,
+            mint=lambda signer: cred.mint(signer, self.clock()), send=cred.provider.exchange,
+        )
         response = exchanged.response
         self._step(name, "exchanged")
         new = TokenRecord(
@@ -195,33 +190,32 @@ class Engine:
             key_sha256=exchanged.signer.cert_sha256,
             rotation_id=rotation_id,
         )
-        result = self._write_token(name, cred, new, token_record, rotation_id)
-        lifecycle.after_write(self, name, keys, exchanged)  # token first, then the key record
+        result = self._write_token(cred, new, token_record, rotation_id)
+        lifecycle.after_write(cred.keys, keys, exchanged)  # token first, then the key record
         return result
 
     def _write_token(
         self,
-        name: str,
-        cred: CredentialConfig,
+        cred: Credential,
         new: TokenRecord,
         old: Record | None,
         rotation_id: str,
     ) -> RotationResult:
-        store = self.stores[cred.token.store]
+        ref = cred.config.token
         try:
-            written = store.write(
-                cred.token.path,
+            written = cred.token_store.write(
+                ref.path,
                 new.to_data(),
                 expected_version=old.version if old else None,
                 request_id=rotation_id,
-                metadata={"credential": name, "key_sha256": new.key_sha256,
+                metadata={"credential": cred.name, "key_sha256": new.key_sha256,
                           "rotation_id": rotation_id, "written_by": "rotator"},
             )
         except StoreConflict as exc:
-            return self._after_conflict(name, cred, exc, rotation_id)
-        self._step(name, "written")
+            return self._after_conflict(cred, exc, rotation_id)
+        self._step(cred.name, "written")
         audit.emit(
-            "token.written", store=cred.token.store, path=cred.token.path,
+            "token.written", store=ref.store, path=ref.path,
             version=written.version, previous_version=written.previous_version,
             key_sha256=new.key_sha256,
             token_fingerprint=audit_fingerprint(new.access_token),
@@ -229,25 +223,42 @@ class Engine:
         )
         audit.emit("rotation.succeeded", outcome="success", key_sha256=new.key_sha256,
                    version=written.version)
-        return RotationResult(name, True, "rotated", token_version=written.version,
+        return RotationResult(cred.name, True, "rotated", token_version=written.version,
                               key_sha256=new.key_sha256, rotation_id=rotation_id)
 
-    def _after_conflict(
-        self, name: str, cred: CredentialConfig, exc: StoreConflict, rotation_id: str
-    ) -> RotationResult:
+    def _after_conflict(self, cred: Credential, exc: StoreConflict, rotation_id: str) -> RotationResult:
         """Another writer stored a token first. If theirs is fresh, use it; never overwrite it."""
-        theirs, _ = self.read_token(name)
-        due = token_due(theirs, every=cred.every, jitter=cred.jitter, now=self.now())
+        theirs, _ = _read_token(cred)
+        due = token_due(theirs, every=cred.config.every, jitter=cred.config.jitter, now=self.now())
         if theirs is not None and not due.due:
             audit.emit("rotation.superseded", outcome="skipped",
                        reason="another writer stored a fresh token first")
-            return RotationResult(name, True, "superseded", reason="another writer won the race",
+            return RotationResult(cred.name, True, "superseded", reason="another writer won the race",
                                   rotation_id=rotation_id)
         raise exc
 
     def _step(self, name: str, step: str) -> None:
         if self.on_step is not None:
             self.on_step(name, step)
+
+
+def _read_token(cred: Credential) -> tuple[TokenRecord | None, Record | None]:
+    """The stored token and its raw record; an unreadable token counts as none."""
+    ref = cred.config.token
+    try:
+        record = cred.token_store.read(ref.path)
+    except RecordError as exc:
+        if exc.version is None:
+            raise  # without its version we could not replace it safely
+        _unreadable(cred.name, exc)
+        return None, Record({}, exc.version)
+    if record is None:
+        return None, None
+    try:
+        return TokenRecord.from_data(record.data, where=str(ref)), record
+    except RecordError as exc:
+        _unreadable(cred.name, exc)
+        return None, record
 
 
 def _unreadable(name: str, exc: RecordError) -> None:
@@ -259,5 +270,5 @@ def _with_duration(result: RotationResult, seconds: float) -> RotationResult:
 
 
 def audit_fingerprint(token: str) -> str:
-    """A keyed fingerprint of a token for the audit trail (see rotator.audit_hash)."""
+    """A keyed fingerprint of a token for the audit trail (see rotator.audit.fingerprint)."""
     return token_fingerprint(token)

@@ -17,7 +17,7 @@ from rotator.audit.events import validate
 from rotator.config import load_config
 from rotator.engine import Engine, RotationResult
 from rotator.errors import StoreUnavailable
-from rotator.keys import lifecycle
+from rotator.keys import lifecycle, publish
 from rotator.keys.crypto import cert_info, load_certificate
 from tests.conftest import CLIENT_ID, USERNAME, write_config
 
@@ -250,7 +250,7 @@ def test_certificate_installed_during_staging_run_switches_at_once(
         endpoint.upload_certificate(CLIENT_ID, pem)
         return {"command": "deploy", "exit_code": 0}
 
-    monkeypatch.setattr(lifecycle, "_run_hook", deploy)
+    monkeypatch.setattr(publish, "_run_hook", deploy)
     result, events = rotate(config, clock)
     assert result.ok, result
     assert [a.outcome for a in endpoint.token_log] == ["invalid_grant", "ok"]
@@ -514,7 +514,7 @@ def test_failed_hook_is_audited_and_retried_hourly(
     config = make_config(tmp_path, endpoint, renew_before="400d",
                          upload_hook=[sys.executable, str(hook_script(tmp_path)), str(out)])
     init_key(run_cli, config, endpoint)
-    monkeypatch.setattr(lifecycle, "HOOK_ENV", (*lifecycle.HOOK_ENV, "HOOK_EXIT"))
+    monkeypatch.setattr(publish, "HOOK_ENV", (*publish.HOOK_ENV, "HOOK_EXIT"))
     monkeypatch.setenv("HOOK_EXIT", "3")
     engine = Engine(load_config(config), clock=clock)
     with capture_logs() as events:
@@ -542,7 +542,7 @@ def test_hook_timeout_kills_the_hook(
     config = make_config(tmp_path, endpoint, renew_before="400d",
                          upload_hook=[sys.executable, str(script)])
     init_key(run_cli, config, endpoint)
-    monkeypatch.setattr(lifecycle, "HOOK_TIMEOUT", 0.5)
+    monkeypatch.setattr(publish, "HOOK_TIMEOUT", 0.5)
     started = time.monotonic()
     result, events = rotate(config, clock)
     assert result.ok and time.monotonic() - started < 10

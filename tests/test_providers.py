@@ -11,7 +11,8 @@ import pytest
 from rotator.config import load_config
 from rotator.engine import Engine
 from rotator.errors import EndpointProtocolError
-from rotator.keys.crypto import Signer, generate_ec_key, generate_rsa_key
+from rotator.keys.crypto import generate_ec_key, generate_rsa_key
+from rotator.keys.signer import PemSigner as Signer
 from rotator.providers.base import HttpReply, retry_after_seconds, unavailable_for
 from rotator.providers.jwt_bearer import parse_oauth_success
 from rotator.providers.salesforce import hint_for, parse_success

@@ -147,9 +147,9 @@ def keys(args: argparse.Namespace) -> int:
         )
         sys.stdout.write(pem)
         return 0
-    from rotator.keys import lifecycle
+    from rotator.cli.keys import keys_command
 
-    return lifecycle.keys_command(engine, name, args)
+    return keys_command(engine, name, args)
 
 
 def cert(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import jwt
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -224,18 +223,6 @@ def cert_info(cert: x509.Certificate) -> CertInfo:
 
 
 # ---------------------------------------------------------------------------- signing
-
-
-class Signer:
-    """A loaded key plus its certificate's fingerprint: mints assertions without re-parsing."""
-
-    def __init__(self, key: PrivateKey, algorithm: str, cert_sha256: str) -> None:
-        self.key = key
-        self.algorithm = algorithm
-        self.cert_sha256 = cert_sha256
-
-    def sign(self, claims: dict[str, Any]) -> str:
-        return jwt.encode(claims, self.key, algorithm=self.algorithm, headers={"typ": "JWT"})
 
 
 class KeyCache:

@@ -25,7 +25,7 @@ import pytest
 
 from rotator.config import parse_config
 from rotator.errors import ConfigError
-from rotator.keys.lifecycle import HOOK_ENV
+from rotator.keys.publish import HOOK_ENV
 from tests.conftest import CLIENT_ID, USERNAME, rotator_subprocess_env, write_config
 from tests.reliability.conftest import wait_for
 
