@@ -49,12 +49,12 @@ COLUMNS = ["Store", "Credentials", "Run", "Workers", "Total s", "Rotations/s", "
 PROFILE_COLUMNS = ["Part of a rotation", "calls / rotation", "ms / rotation", "share"]
 # (label, file suffix, function name) — cumulative time of these functions in the profile
 PROFILE_PARTS = (
-    ("read key record (store read + JSON)", "rotator/engine.py", "read_key_record"),
+    ("read key record (store read + JSON)", "rotator/keys/context.py", "read_record"),
     ("key: parse (KeyCache.load)", "rotator/keys/crypto.py", "load"),
     ("key: self-test (check_pair: probe sign + verify)", "rotator/keys/crypto.py", "check_pair"),
     ("certificates: parse (load_certificate)", "rotator/keys/crypto.py", "load_certificate"),
     ("certificates: facts and fingerprint (cert_info)", "rotator/keys/crypto.py", "cert_info"),
-    ("read token record", "rotator/engine.py", "read_token"),
+    ("read token record", "rotator/engine.py", "_read_token"),
     ("mint (PyJWT encode + RSA sign)", "jwt/api_jwt.py", "encode"),
     ("HTTP exchange (requests; includes waiting for the endpoint)", "requests/sessions.py", "request"),
     ("  of which: proxy settings from the environment", "requests/sessions.py",
