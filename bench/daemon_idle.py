@@ -203,7 +203,7 @@ LAYERS = (
     ("structlog, PyJWT (audit, assertions)", ("structlog", "jwt")),
     ("rotator engine, config, stores", ("rotator.engine", "rotator.stores.file")),
     ("APScheduler, prometheus-client", ("apscheduler.schedulers.background", "prometheus_client")),
-    ("daemon modules", ("rotator.daemon",)),
+    ("daemon modules", ("rotator.daemon.service",)),
 )
 _PROBE = """
 import importlib, json, sys, time

@@ -33,7 +33,7 @@ from rotator.policy import DUE_MARGIN_FRACTION
 try:
     from rotator.daemon.metrics import METRIC_NAMES
 except ImportError:
-    # TODO(#8): rotator/metrics.py should export METRIC_NAMES; until it does, this copy of the
+    # TODO(#8): rotator/daemon/metrics.py should export METRIC_NAMES; until it does, this copy of the
     # list in its docstring stands in (test_alert_metrics_are_exported checks the live registry).
     METRIC_NAMES = frozenset({
         "rotator_rotation_total",

@@ -1,7 +1,7 @@
 """The audit event catalogue: every event rotator emits, its required fields, what it means.
 
 This module is the single source; docs/audit-events.md carries the same table
-(`python -m rotator.events` prints it). `validate(event_dict)` checks one event against it —
+(`python -m rotator.audit.events` prints it). `validate(event_dict)` checks one event against it —
 call it in tests on what `structlog.testing.capture_logs(processors=audit.shared_processors())`
 captured, or on the lines of an audit file.
 
@@ -153,7 +153,7 @@ def validate(event_dict: Mapping[str, Any], *, envelope: bool = True) -> list[st
     name = event_dict.get("event")
     known = CATALOGUE.get(name) if isinstance(name, str) else None
     if known is None:
-        return [f"event {name!r} is not in the catalogue (rotator/events.py)"]
+        return [f"event {name!r} is not in the catalogue (rotator/audit/events.py)"]
     problems = _envelope(event_dict) if envelope else []
     problems += [f"{name}: missing {f}" for f in known.required if event_dict.get(f) is None]
     outcome = event_dict.get("outcome")

@@ -1,7 +1,7 @@
 """The audit trail: one structlog pipeline, redaction before rendering, JSON lines.
 
 Every event goes through `emit(event, **fields)`; the catalogue of names and their fields is
-`rotator.events` (docs/audit-events.md). `bound_contextvars(rotation_id=...)` binds all lines
+`rotator.audit.events` (docs/audit-events.md). `bound_contextvars(rotation_id=...)` binds all lines
 of one rotation. Redaction runs before any renderer and before the audit file, so a secret
 that slips into an event (a PEM block, a JWT, a Vault token, a Salesforce session id) is
 masked on stdout and in the file alike. Tracebacks are rendered without local variables.
@@ -297,7 +297,7 @@ def _route_stdlib_logging() -> None:
 
 
 def emit(event: str, **fields: Any) -> None:
-    """Record one audit event (see rotator.events / docs/audit-events.md for the catalogue)."""
+    """Record one audit event (see rotator.audit.events / docs/audit-events.md for the catalogue)."""
     level = fields.pop("level", None)
     logger = structlog.get_logger("rotator")
     if level == "warning":
