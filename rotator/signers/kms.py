@@ -150,11 +150,16 @@ class KmsService:
 
     def schedule_deletion(self, key_ref: str, *, days: int = 30) -> str:
         """Schedule `key_ref` for deletion after `days` (7..30). Only ever called on an explicit
-        operator command: a deleted key cannot be recovered, and its certificate stops working."""
+        operator command: a deleted key cannot be recovered, and its certificate stops working.
+        Needs kms:ScheduleKeyDeletion, which neither shipped policy grants (an operator's right)."""
         if not 7 <= days <= 30:
             raise KeyMaterialError(f"--days {days}: KMS waits between 7 and 30 days")
+        if key_ref.startswith("alias/") or ":alias/" in key_ref:
+            # an alias may have been moved to another key since: name the key itself
+            raise KeyMaterialError(f"KMS key {key_ref}: give the key id or key ARN to delete, not an alias")
+        key_id = self.describe(key_ref).key_id
         reply = self._call(
-            lambda: self.client.schedule_key_deletion(KeyId=key_ref, PendingWindowInDays=days),
+            lambda: self.client.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=days),
             key_ref=key_ref, action="kms:ScheduleKeyDeletion", policy=ROLLOVER_POLICY,
         )
         when = reply.get("DeletionDate") if isinstance(reply, dict) else None
