@@ -37,6 +37,7 @@ from rotator.errors import (
     KeyMaterialError,
     RecordNotFound,
     StoreAccessDenied,
+    StoreAuthError,
     StoreError,
     StoreUnavailable,
 )
@@ -227,6 +228,7 @@ class KmsService:
             ClientError,
             ConnectTimeoutError,
             EndpointConnectionError,
+            NoCredentialsError,
             ReadTimeoutError,
         )
 
@@ -258,6 +260,9 @@ class KmsService:
                                         f"{code or status} at {self.address}")
             return StoreError(self.store, key_ref, f"{action} on KMS key {key_ref} failed: {code or status}"
                               + (f" ({text})" if text else ""))
+        if isinstance(exc, NoCredentialsError):
+            return StoreAuthError(self.store, key_ref, f"{action}: no AWS credentials found",
+                                  hint="give the process a role or the usual AWS_* variables / profile")
         if isinstance(exc, ConnectTimeoutError | EndpointConnectionError):
             return StoreUnavailable(self.store, key_ref, f"{action}: cannot connect to {self.address}",
                                     hint="check the region/endpoint and that KMS is reachable from here")
