@@ -32,6 +32,7 @@ from rotator.errors import (
     KeyMaterialError,
     RecordNotFound,
     StoreAccessDenied,
+    StoreAuthError,
     StoreError,
     StoreUnavailable,
 )
@@ -305,6 +306,26 @@ def test_shipped_signer_policy_signs_and_reads_but_cannot_rotate(transit: Transi
     token = bao.token_with_policy(f"rollover-{key_name}", _policy("transit-rollover-policy.hcl", key_name))
     secret_guard.add(token)
     assert TransitService.connect(bao.url, token).rotate(key_name) == 2
+
+
+def test_dead_token_is_told_apart_from_a_policy_refusal(transit: TransitService, bao: OpenBao,
+                                                        key_name: str, secret_guard: Any) -> None:
+    transit.create_key(key_name)
+    token = bao.token_with_policy(f"signer-{key_name}", _policy("transit-signer-policy.hcl", key_name))
+    secret_guard.add(token)
+    service = TransitService.connect(bao.url, token)
+    key = service.key(key_name)
+    bao.root.auth.token.revoke(token)
+    with pytest.raises(StoreAuthError, match="token is invalid, expired or revoked") as caught:
+        key.sign(b"payload")
+    assert token not in caught.value.diagnostics()
+
+
+def test_unpinned_versions_are_refused(transit: TransitService, key_name: str) -> None:
+    transit.create_key(key_name)
+    for version in (0, -1, True, "1"):
+        with pytest.raises(KeyMaterialError, match="not a version number"):
+            transit.sign_digest(key_name, version, b"\0" * 32, key_size=2048)  # type: ignore[arg-type]
 
 
 def test_unreachable_vault_names_the_address() -> None:

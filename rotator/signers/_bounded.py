@@ -58,4 +58,6 @@ def bound_replies(session: requests.Session, *, max_bytes: int, max_seconds: flo
         response._content_consumed = True
         return response
 
-    session.hooks.setdefault("response", []).append(hook)
+    hook._rotator_bound = True  # type: ignore[attr-defined]
+    hooks = [h for h in session.hooks.setdefault("response", []) if not getattr(h, "_rotator_bound", False)]
+    session.hooks["response"] = [*hooks, hook]  # one bound per session, the latest wins

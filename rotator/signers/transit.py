@@ -39,6 +39,7 @@ from rotator.errors import (
     KeyMaterialError,
     RecordNotFound,
     StoreAccessDenied,
+    StoreAuthError,
     StoreError,
     StoreUnavailable,
 )
@@ -181,6 +182,9 @@ class TransitService:
         """PKCS#1 v1.5 signature of a SHA-256 `digest` by version `version` of key `name`."""
         if len(digest) != 32:
             raise ValueError("a SHA-256 digest is 32 bytes")
+        if not _int(version) or version < 1:
+            # key_version=0 would mean "latest" to Vault: never sign unpinned
+            raise KeyMaterialError(f"Transit key {name!r}: key version {version!r} is not a version number")
         path = self._path("sign", name)
         reply = self._call(
             lambda: self.client.secrets.transit.sign_data(
@@ -227,6 +231,9 @@ class TransitService:
         except CONVERTED as exc:
             failure: BaseException = exc
         # Converted outside the except block: nothing we raise chains an hvac exception.
+        if isinstance(failure, hvac_errors.Forbidden) and not self._token_alive():
+            raise StoreAuthError(self.store, path, f"cannot {action}: the Vault token is invalid, "
+                                 "expired or revoked", hint="give rotator a valid token")
         raise self._convert(failure, name=name, path=path, action=action, capability=capability,
                             policy=policy)
 
@@ -266,6 +273,15 @@ class TransitService:
         if isinstance(exc, ValueError) and not isinstance(exc, requests.exceptions.RequestException):
             return self._unexpected(path, action)
         return convert_error(exc, store=self.store, path=path, address=self.address, action=action)
+
+    def _token_alive(self) -> bool:
+        """Vault answers 403 both for a dead token and for a policy that says no: tell them
+        apart (only after a refusal) by asking about the token itself."""
+        try:
+            self.client.auth.token.lookup_self()
+        except CONVERTED:
+            return False
+        return True
 
     def _unexpected(self, path: str, what: str) -> StoreError:
         return StoreError(self.store, path, f"unexpected {what} from Vault at {self.address}",
