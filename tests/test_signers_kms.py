@@ -12,6 +12,7 @@ certificate is made and assertions are signed with Transit or KMS.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -286,3 +287,29 @@ def test_no_private_key_object_is_created_for_keyless_signing(kms: KmsService, a
                     assert not any(isinstance(value, rsa.RSAPrivateKey) for value in vars(key).values())
         finally:
             bao.stop()
+
+
+# ---------------------------------------------------------------------------- shipped IAM policies
+
+
+def _actions(policy: dict[str, Any]) -> set[str]:
+    return {action for statement in policy["Statement"] for action in statement["Action"]}
+
+
+def test_shipped_iam_policies_are_least_privilege() -> None:
+    """moto does not evaluate IAM, so the policies are checked for what they grant."""
+    from tests.conftest import REPO
+
+    signer = json.loads((REPO / "deploy/aws/kms-signer-iam-policy.json").read_text())
+    rollover = json.loads((REPO / "deploy/aws/kms-rollover-iam-policy.json").read_text())
+    assert _actions(signer) == {"kms:Sign", "kms:GetPublicKey", "kms:DescribeKey"}
+    assert _actions(rollover) == _actions(signer) | {"kms:CreateKey", "kms:TagResource"}
+    for policy in (signer, rollover):
+        for statement in policy["Statement"]:
+            assert statement["Effect"] == "Allow"
+            if "kms:Sign" in statement["Action"]:
+                assert statement["Resource"] != "*"  # a key ARN (pattern), never every key
+            else:
+                assert statement["Condition"]["StringEquals"]["kms:KeyUsage"] == "SIGN_VERIFY"
+    assert signer["Statement"][0]["Condition"]["StringEquals"]["kms:SigningAlgorithm"] == \
+        "RSASSA_PKCS1_V1_5_SHA_256"
