@@ -371,7 +371,7 @@ class SalesforceEndpoint:
         with self._lock:
             app = self._app(client_id)
             value = md.get(app.component, *md.certificate_path(app.metadata_type))
-            return value if isinstance(value, str) and value else None
+            return value.strip() if isinstance(value, str) and value.strip() else None
 
     def add_user(self, client_id: str, username: str, *, approved: bool = True) -> None:
         """Make `username` a user of the org; approved=True pre-authorizes it for the app."""
