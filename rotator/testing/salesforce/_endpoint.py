@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import hashlib
 import hmac
 import json
@@ -649,8 +650,7 @@ class SalesforceEndpoint:
             # the identity of another user (or org) is not this token's to read
             return json_reply(403, {"error": "Bad_Id", "error_description": "Bad_Id"})
         with self._lock:
-            record = self._org.get("User", session.user_id) or {}
-            permissions = sorted(self._users[session.username].permissions)
+            record = dict(self._org.get("User", session.user_id) or {})
         base = self.url
         local = session.username.split("@", 1)[0]
         return json_reply(200, {
@@ -692,7 +692,6 @@ class SalesforceEndpoint:
             "utcOffset": 0,
             "last_modified_date": record.get("CreatedDate"),
             "is_app_installed": True,
-            "permissions": permissions,  # not in Salesforce's reply: the emulator's registry
         })
 
     # ------------------------------------------------------------------ Metadata API
@@ -785,8 +784,7 @@ class SalesforceEndpoint:
             if app is None:
                 records.append(None)
                 continue
-            component = json.loads(json.dumps(app.component))  # a deep copy
-            component = [(k, [tuple(p) for p in v] if isinstance(v, list) else v) for k, v in component]
+            component = copy.deepcopy(app.component)
             if type_name == md.ECA_OAUTH and version < md.ECA_CERTIFICATE_SINCE:
                 md.put(component, md.certificate_path(type_name), None)
             records.append(component)
