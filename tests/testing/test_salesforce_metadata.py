@@ -301,3 +301,34 @@ def test_slow_metadata_fault_times_a_client_out(sf, keys):
     with pytest.raises(requests.Timeout):
         soap(sf, body, token, timeout=0.3)
     assert soap(sf, body, token).status_code == 200
+
+
+def test_command_line_serves_apps_with_permissions_and_jwt_tokens(tmp_path, keys, certs):
+    """python -m rotator.testing.salesforce --app-name --kind --grant --jwt-access-tokens work together."""
+    import subprocess
+    import sys
+
+    cert_file = tmp_path / "app.crt"
+    cert_file.write_text(certs[0])
+    command = [sys.executable, "-m", "rotator.testing.salesforce", "--client-id", ECA_CLIENT_ID,
+               "--cert", str(cert_file), "--user", ADMIN, "--app-name", ECA, "--kind", "external-client-app",
+               "--grant", "ModifyMetadata", "--grant", "CustomizeApplication", "--jwt-access-tokens"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            url = process.stdout.readline().strip()
+            assertion = sign(keys[0], time.time(), iss=ECA_CLIENT_ID, sub=ADMIN)
+            reply = requests.post(f"{url}/services/oauth2/token", timeout=10, data={
+                "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion})
+            token = reply.json()["access_token"]
+            assert token.count(".") == 2  # a JWT access token
+            envelope = (f"{SOAP_HEAD}<soapenv:Header><md:SessionHeader><md:sessionId>{token}"
+                        "</md:sessionId></md:SessionHeader></soapenv:Header><soapenv:Body>"
+                        "<md:readMetadata><md:type>ExtlClntAppGlobalOauthSettings</md:type>"
+                        f"<md:fullNames>{ECA}</md:fullNames></md:readMetadata></soapenv:Body></soapenv:Envelope>")
+            read = requests.post(f"{url}/services/Soap/m/66.0", data=envelope, timeout=10)
+            assert read.status_code == 200, read.text
+            assert f"<consumerKey>{ECA_CLIENT_ID}</consumerKey>" in read.text
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
