@@ -192,6 +192,14 @@ def test_query_length_is_bounded(sf, token):
     assert "cannot be longer" in reply.json()[0]["message"]
 
 
+def test_too_many_query_parameters_are_refused(sf, token):
+    many = "&".join(f"p{i}=x" for i in range(51))
+    reply = requests.get(f"{sf.url}{V}/query?q=SELECT+Id+FROM+Organization&{many}",
+                         headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert reply.status_code == 400
+    assert "query parameters" in reply.json()[0]["message"]
+
+
 def test_columns_true_returns_column_metadata(sf, token):
     """query?columns=true answers with Salesforce's columnMetadata shape, not records."""
     reply = soql(sf, token, "SELECT Id, Name, IsSandbox FROM Organization", columns="true")

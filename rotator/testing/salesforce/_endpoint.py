@@ -58,6 +58,7 @@ SERVICE_FAULT_KINDS = frozenset({"5xx", "html", "slow", "reset"})
 HUGE_BODY_BYTES = 5 * 1024 * 1024
 MAX_REQUEST_BODY = 1024 * 1024
 MAX_USERS = 10_000
+MAX_QUERY_FIELDS = 50  # URL query parameters per request
 MAX_LOG = 100_000  # token_log and metadata_log keep the newest entries only
 
 # (error, error_description), exactly as Salesforce sends them
@@ -589,6 +590,11 @@ class SalesforceEndpoint:
         return f"{self.url}/id/{self.org_id}/{user_id}"
 
     def _handle(self, method: str, path: str, query: str, headers: Any, body: bytes) -> Reply:
+        try:
+            parse_qs(query, max_num_fields=MAX_QUERY_FIELDS)
+        except ValueError:
+            return json_reply(400, [{"errorCode": "BAD_REQUEST",
+                                     "message": f"more than {MAX_QUERY_FIELDS} query parameters"}])
         if path == "/services/oauth2/token":
             if method != "POST":
                 return method_not_allowed(method, "POST")
