@@ -332,3 +332,17 @@ def test_command_line_serves_apps_with_permissions_and_jwt_tokens(tmp_path, keys
         finally:
             process.terminate()
             process.wait(timeout=10)
+
+
+def test_a_faulting_update_changes_nothing(sf, keys, certs):
+    """A call that faults on its second component has not saved its first."""
+    token = token_for(sf, keys[0])
+    good = ('<md:metadata xsi:type="md:ConnectedApp">'
+            f"<md:fullName>{APP}</md:fullName><md:contactEmail>a@example.com</md:contactEmail>"
+            "<md:label>L</md:label><md:oauthConfig><md:callbackUrl>https://x</md:callbackUrl>"
+            f"<md:certificate>{certs[1]}</md:certificate></md:oauthConfig></md:metadata>")
+    other = '<md:metadata xsi:type="md:CustomObject"><md:fullName>Thing__c</md:fullName></md:metadata>'
+    reply = soap(sf, f"<md:updateMetadata>{good}{other}</md:updateMetadata>", token)
+    assert faultcode(reply) == "sf:INVALID_TYPE"
+    assert sf.certificate(CLIENT_ID) == certs[0].strip()
+    assert login_status(sf, keys[0]) == 200

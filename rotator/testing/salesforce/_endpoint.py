@@ -802,8 +802,8 @@ class SalesforceEndpoint:
         if len(request.records) > md.MAX_NAMES:
             raise md.SoapFault("sf:LIMIT_EXCEEDED",
                                f"LIMIT_EXCEEDED: Too many components: at most {md.MAX_NAMES} per call")
-        results: list[md.SaveResult] = []
-        for xsi_type, component in request.records:
+        checked: list[tuple[str, md.Tree]] = []
+        for xsi_type, component in request.records:  # the whole call is checked before any save
             type_name = self._check_type(version, username, xsi_type)
             if (type_name == md.ECA_OAUTH and version < md.ECA_CERTIFICATE_SINCE
                     and md.get(component, "certificate") is not None):
@@ -811,7 +811,8 @@ class SalesforceEndpoint:
                     "soapenv:Client",
                     f"Element {{{md.MD}}}certificate invalid at this location in type {type_name}",
                 )
-            results.append(self._save(type_name, component))
+            checked.append((type_name, component))
+        results = [self._save(type_name, component) for type_name, component in checked]
         errors = sorted({code for r in results for code, _ in r.errors})
         outcome = "ok" if not errors else "partial:" + ",".join(errors)
         return Reply(200, md.update_body(results), XML_TYPE), outcome
