@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint soak bench clean
+.PHONY: venv run test lint soak bench clean node-clients
 
 venv: $(STAMP)
 
@@ -14,10 +14,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,aws]'
 	touch $(STAMP)
 
+# jsforce (npm) for the real-client tests of the Salesforce emulator, into .cache/node, once
+# (stamped); fails loudly when npm cannot install it. See tests/testing/node_clients.py.
+node-clients: venv
+	$(BIN)/python -m tests.testing.node_clients
+
 run: venv
 	$(BIN)/rotator demo --duration $${DURATION:-30}
 
-test: venv
+test: venv node-clients
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest -n 2 -q
@@ -29,4 +34,4 @@ bench: venv
 	$(BIN)/python -m bench.run_all
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache build dist
+	rm -rf $(VENV) .demo .pytest_cache build dist .cache
