@@ -21,6 +21,7 @@ from requests.adapters import HTTPAdapter
 
 from rotator import __version__
 from rotator.errors import EndpointProtocolError, EndpointUnavailable, TokenRejected
+from rotator.sanitize import sanitize_remote
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -221,11 +222,25 @@ def exchange_assertion(
     return parse_success(url, data)
 
 
+# token_type and scope are stored for consumers and shown by nobody; still bounded, printable.
+PLAIN_FIELD_LIMITS = {"token_type": 64, "scope": 4096}
+
+
+def check_plain_fields(url: str, data: dict[str, Any]) -> None:
+    """token_type and scope, when strings: short and free of control characters."""
+    for name, limit in PLAIN_FIELD_LIMITS.items():
+        value = data.get(name)
+        if isinstance(value, str) and (len(value) > limit or not value.isprintable()):
+            raise EndpointProtocolError(
+                url, f"token response field {name} is longer than {limit} characters or not printable"
+            )
+
+
 def parse_json_object(url: str, reply: HttpReply) -> dict[str, Any]:
     try:
         data = reply.json()
     except (ValueError, UnicodeDecodeError, RecursionError):
-        kind = reply.headers.get("content-type", "no content type").split(";")[0]
+        kind = sanitize_remote(reply.headers.get("content-type", "no content type").split(";")[0], 60)
         raise EndpointProtocolError(
             url,
             f"HTTP {reply.status} reply is not JSON ({kind})",
