@@ -21,6 +21,7 @@ class HostileEndpoint:
         self.body = b"{}"
         self.content_type = "application/json"
         self.trickle_every: float | None = None
+        self.trickle_headers = False
         self.requests = 0
         self.issued: list[str] = []  # tokens handed out (the secret guard scans for them)
         self._server: ThreadingHTTPServer | None = None
@@ -39,8 +40,10 @@ class HostileEndpoint:
         self.content_type = content_type
         self.trickle_every = None
 
-    def trickle(self, body: bytes, every: float) -> None:
-        self.status, self.body, self.trickle_every = 200, body, every
+    def trickle(self, body: bytes, every: float, *, headers: bool = False) -> None:
+        """Answer 200 with `body`, one byte every `every` seconds (from the status line on
+        when `headers`)."""
+        self.status, self.body, self.trickle_every, self.trickle_headers = 200, body, every, headers
 
     def token(self) -> str:
         value = "00D" + secrets.token_hex(6) + "!" + secrets.token_urlsafe(40)
@@ -58,13 +61,19 @@ class HostileEndpoint:
                 self.rfile.read(length)
                 owner.requests += 1
                 body, every = owner.body, owner.trickle_every
-                self.send_response(owner.status)
-                self.send_header("Content-Type", owner.content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
                 if every is None:
+                    self.send_response(owner.status)
+                    self.send_header("Content-Type", owner.content_type)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
                     self.wfile.write(body)
                     return
+                head = (f"HTTP/1.1 200 OK\r\nContent-Type: {owner.content_type}\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n").encode()
+                if owner.trickle_headers:
+                    body = head + body
+                else:
+                    self.wfile.write(head)
                 for byte in body:
                     if owner._stop.wait(every):
                         return
