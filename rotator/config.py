@@ -121,6 +121,8 @@ class _Model(BaseModel):
 
 class DaemonConfig(_Model):
     listen: str = "127.0.0.1:9464"
+    # bearer token for /metrics and /readyz's details; without it only loopback callers get them
+    metrics_token_file: Path | None = None
     audit_log: Path | None = None
     audit_max_bytes: int = Field(default=100 * 1024 * 1024, ge=4096)
     audit_hmac_key_file: Path | None = None
@@ -384,7 +386,9 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         first = sorted(unknown)[0]
         raise ConfigError(f"{first}: unknown section", hint="allowed: daemon, stores, credentials")
     daemon = _validate(DaemonConfig, _table(raw, "daemon"), "daemon")
-    daemon = _resolve_paths(daemon, base_dir, ("audit_log", "audit_hmac_key_file", "state_dir"))
+    daemon = _resolve_paths(
+        daemon, base_dir, ("audit_log", "audit_hmac_key_file", "state_dir", "metrics_token_file")
+    )
 
     stores: dict[str, StoreConfig] = {}
     for name, body in _table(raw, "stores").items():

@@ -37,7 +37,7 @@ from rotator.config import Config, load_config
 from rotator.crypto import KeyCache
 from rotator.engine import Engine
 from rotator.errors import RotatorError
-from rotator.health import HealthServer
+from rotator.health import HealthServer, read_metrics_token
 from rotator.metrics import Metrics
 from rotator.scheduling import CountingEngine, Rotations
 from rotator.sdnotify import Notifier
@@ -111,7 +111,7 @@ class Daemon:
         if config.daemon.listen:
             self.health = HealthServer(
                 config.daemon.listen, readiness=self._readiness, metrics=self._metrics,
-                liveness=self._alive,
+                liveness=self._alive, token=read_metrics_token(config.daemon.metrics_token_file),
             ).start()
         rotations.check_stores()
         earlier = read_recent_requests(config.daemon.state_dir)
@@ -207,7 +207,7 @@ class Daemon:
             rotations.remove(name)
         for name in (*added, *changed):
             rotations.add(name)
-        restart = [f"daemon.{key}" for key in ("listen", "workers")
+        restart = [f"daemon.{key}" for key in ("listen", "workers", "metrics_token_file")
                    if getattr(old.daemon, key) != getattr(new.daemon, key)]
         audit.emit("config.reloaded", path=str(self.config_path), added=added, removed=removed,
                    changed=changed, credentials=len(new.credentials),
