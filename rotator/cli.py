@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from rotator import __version__, audit
 from rotator.errors import InputError, InternalError, RotatorError, UsageError
+from rotator.hardening import harden_process, secret_env, withheld
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything reads a secret: no core dumps, no same-user /proc peeking, and the
+    # secret variables out of the environment children inherit (rotator.hardening).
+    harden_process()
+    with withheld():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         daemonish = args.command in ("run", "demo")
@@ -153,4 +162,4 @@ def read_secret_arg(path: Path | None, env: str) -> str | None:
             return path.read_text(encoding="utf-8").strip() or None
         except OSError as exc:
             raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    return os.environ.get(env) or None
+    return secret_env(env) or None
