@@ -7,6 +7,7 @@ against the directory of the config file, so a config and its files can move tog
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -35,7 +36,17 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Store paths: what Vault, Secrets Manager and a file system all accept, and nothing that
 # could climb out of a file store's root.
 PATH_PATTERN = re.compile(r"^[A-Za-z0-9_+=@.-]+(/[A-Za-z0-9_+=@.-]+)*$")
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+HOST_PATTERN = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*\Z")
 MAX_DURATION_SECONDS = 10 * 365 * 86400.0  # what parse_duration allows for "90s"-style strings
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _duration(value: Any) -> float:
@@ -110,6 +121,8 @@ class _Model(BaseModel):
 
 class DaemonConfig(_Model):
     listen: str = "127.0.0.1:9464"
+    # bearer token for /metrics and /readyz's details; without it only loopback callers get them
+    metrics_token_file: Path | None = None
     audit_log: Path | None = None
     audit_max_bytes: int = Field(default=100 * 1024 * 1024, ge=4096)
     audit_hmac_key_file: Path | None = None
@@ -212,6 +225,9 @@ class CredentialConfig(_Model):
     jitter: Duration = 60.0
     assertion_lifetime: Duration = 180.0
     timeout: Duration = Field(default=20.0, gt=0)
+    # hosts the endpoint may name in instance_url / id besides Salesforce's own domains
+    # (a custom domain, a proxy, loopback for an emulator); "*.example.com" covers subdomains
+    instance_hosts: tuple[str, ...] = ()
     # key and certificate lifecycle
     renew_before: Duration | None = None
     max_key_age: Duration | None = None
@@ -249,6 +265,22 @@ class CredentialConfig(_Model):
         if not 10 <= value <= 3600:
             raise ValueError("must be between 10s and 1h")
         return value
+
+    @field_validator("instance_hosts")
+    @classmethod
+    def _instance_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        hosts = []
+        for entry in value:
+            host = entry.lower()
+            if host.startswith("[") and host.endswith("]"):
+                host = host[1:-1]
+            if not (HOST_PATTERN.match(host) or _is_ip(host)):
+                raise ValueError(
+                    f"{entry[:100]!r} is not a host name (e.g. \"api.example.com\", \"*.example.com\", "
+                    "\"127.0.0.1\")"
+                )
+            hosts.append(host)
+        return tuple(hosts)
 
     @field_validator("extra_claims")
     @classmethod
@@ -354,7 +386,9 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         first = sorted(unknown)[0]
         raise ConfigError(f"{first}: unknown section", hint="allowed: daemon, stores, credentials")
     daemon = _validate(DaemonConfig, _table(raw, "daemon"), "daemon")
-    daemon = _resolve_paths(daemon, base_dir, ("audit_log", "audit_hmac_key_file", "state_dir"))
+    daemon = _resolve_paths(
+        daemon, base_dir, ("audit_log", "audit_hmac_key_file", "state_dir", "metrics_token_file")
+    )
 
     stores: dict[str, StoreConfig] = {}
     for name, body in _table(raw, "stores").items():

@@ -25,6 +25,12 @@ secret values: they name fields, paths and files instead.
 
 from __future__ import annotations
 
+from rotator.sanitize import clean_text, sanitize_remote
+
+# A diagnosis is one line for a terminal, a journal and a JSON field: bounded whatever the
+# message holds (remote values are capped where they enter; this is the backstop).
+MAX_DIAGNOSIS = 1000
+
 
 class RotatorError(Exception):
     """Base of everything rotator raises on purpose."""
@@ -38,11 +44,17 @@ class RotatorError(Exception):
         self.hint = hint
 
     def diagnostics(self) -> str:
-        """One line: what went wrong, then what to do."""
+        """One line: what went wrong, then what to do. Every path that shows an error (audit
+        lines, `rotator status`, STATUS=, /readyz, state.json, `rotate` output) takes it from
+        here: control characters escaped, secrets masked, length capped."""
+        from rotator.audit import redact_text  # audit imports nothing of rotator's at load
+
         text = self.message
         if self.hint:
             text = f"{text} ({self.hint})"
-        return " ".join(text.split())
+        text = clean_text(" ".join(text[: 4 * MAX_DIAGNOSIS].split()))
+        text = redact_text(text)
+        return text if len(text) <= MAX_DIAGNOSIS else text[: MAX_DIAGNOSIS - 1] + "…"
 
     @property
     def kind(self) -> str:
@@ -143,8 +155,10 @@ class TokenRejected(EndpointError):
     def __init__(
         self, url: str, error: str, description: str | None, *, hint: str | None = None
     ) -> None:
-        desc = f" ({description})" if description else ""
-        super().__init__(url, f"token request rejected: {error}{desc}", hint=hint)
+        # Both come from the endpoint: shown capped and escaped; kept raw (the caller caps
+        # them) for the retry policy's matching.
+        desc = f" ({sanitize_remote(description)})" if description else ""
+        super().__init__(url, f"token request rejected: {sanitize_remote(error)}{desc}", hint=hint)
         self.error = error
         self.description = description or ""
 

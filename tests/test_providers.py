@@ -46,7 +46,7 @@ def test_signer_algorithms(alg: str, key: str) -> None:
 
 def test_salesforce_success_parsing() -> None:
     """issued_at in epoch milliseconds becomes the token's issue time; no lifetime is invented."""
-    parsed = parse_success("u", {"access_token": "00Dx!abc", "instance_url": "https://na1.example",
+    parsed = parse_success("u", {"access_token": "00Dx!abc", "instance_url": "https://na1.my.salesforce.com",
                                  "issued_at": "1764331200000", "token_type": "Bearer"})
     assert parsed.issued_at == datetime(2025, 11, 28, 12, 0, tzinfo=UTC)
     assert parsed.expires_at is None

@@ -17,6 +17,7 @@ from typing import NoReturn
 from rotator import __version__
 from rotator.audit import pipeline as audit
 from rotator.errors import InternalError, RotatorError, UsageError
+from rotator.hardening import harden_process, withheld
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything reads a secret: no core dumps, no same-user /proc peeking, and the
+    # secret variables out of the environment children inherit (rotator.hardening).
+    harden_process()
+    with withheld():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         daemonish = args.command in ("run", "demo")

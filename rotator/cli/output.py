@@ -4,12 +4,12 @@ never import back from it)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from rotator.errors import InputError
+from rotator.hardening import secret_env
 
 
 def print_json(obj: Any) -> None:
@@ -24,4 +24,4 @@ def read_secret_arg(path: Path | None, env: str) -> str | None:
             return path.read_text(encoding="utf-8").strip() or None
         except OSError as exc:
             raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    return os.environ.get(env) or None
+    return secret_env(env) or None

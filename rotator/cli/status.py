@@ -13,6 +13,9 @@ from rotator.errors import RotatorError
 from rotator.keys.crypto import cert_info, load_certificate
 from rotator.policy import renewal_due
 from rotator.records import KeyRecord
+from rotator.sanitize import clean_text
+
+MAX_SHOWN = 1000
 
 
 def read_daemon_state(config: Config) -> dict[str, Any]:
@@ -60,7 +63,7 @@ def collect_status(config: Config) -> list[dict[str, Any]]:
             row["key_error"] = exc.diagnostics()
         daemon = state.get(name, {})
         row["next_run"] = daemon.get("next_run")
-        row["last_error"] = daemon.get("last_error")
+        row["last_error"] = _printable(daemon.get("last_error"))  # state.json is just a file
         row["last_success"] = daemon.get("last_success")
         row["consecutive_failures"] = daemon.get("consecutive_failures")
         rows.append(row)
@@ -75,8 +78,11 @@ def _pending(keyrec: KeyRecord) -> str | None:
 
 
 def render_status(rows: list[dict[str, Any]]) -> str:
+    """One line per credential for a terminal: every text field escaped and capped (state.json
+    and store errors may quote what an endpoint said)."""
     lines = []
-    for row in rows:
+    for raw in rows:
+        row = {key: _printable(value) for key, value in raw.items()}
         age = row.get("token_age_s")
         token = f"token {format_duration(age)} old" if age is not None else "no token"
         if row.get("token_error"):
@@ -96,3 +102,10 @@ def render_status(rows: list[dict[str, Any]]) -> str:
             parts.append(f"last error: {row['last_error']}")
         lines.append("  ".join(parts))
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _printable(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    text = clean_text(" ".join(value.split()))
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"

@@ -19,6 +19,8 @@ import threading
 import time
 from collections.abc import Mapping
 
+from rotator.sanitize import clean_text
+
 
 def socket_address(value: str | None) -> str | None:
     """The AF_UNIX address of $NOTIFY_SOCKET: a path, or '\\0name' for '@name'; else None."""
@@ -110,5 +112,11 @@ class Notifier:
             self._sock = None
 
 
+MAX_FIELD = 1024
+
+
 def _one_line(field: str) -> str:
-    return " ".join(field.split("\n"))
+    """One line of printable text: a STATUS= may quote an endpoint's error, and `systemctl
+    status` prints it to a terminal."""
+    text = clean_text(" ".join(field.split("\n")))
+    return text if len(text) <= MAX_FIELD else text[: MAX_FIELD - 1] + "…"

@@ -34,7 +34,7 @@ from typing import Any
 from rotator.audit import pipeline as audit
 from rotator.clock import rfc3339, utc_now
 from rotator.config import Config, load_config
-from rotator.daemon.health import HealthServer
+from rotator.daemon.health import HealthServer, read_metrics_token
 from rotator.daemon.metrics import Metrics
 from rotator.daemon.scheduling import CountingEngine, Rotations
 from rotator.daemon.sdnotify import Notifier
@@ -122,7 +122,7 @@ class Daemon:
         if config.daemon.listen:
             self.health = HealthServer(
                 config.daemon.listen, readiness=self._readiness, metrics=self._metrics,
-                liveness=self._alive,
+                liveness=self._alive, token=read_metrics_token(config.daemon.metrics_token_file),
             ).start()
         rotations.check_stores()
         earlier = read_recent_requests(config.daemon.state_dir)
@@ -218,7 +218,7 @@ class Daemon:
             rotations.remove(name)
         for name in (*added, *changed):
             rotations.add(name)
-        restart = [f"daemon.{key}" for key in ("listen", "workers")
+        restart = [f"daemon.{key}" for key in ("listen", "workers", "metrics_token_file")
                    if getattr(old.daemon, key) != getattr(new.daemon, key)]
         audit.emit("config.reloaded", path=str(self.config_path), added=added, removed=removed,
                    changed=changed, credentials=len(new.credentials),

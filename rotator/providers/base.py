@@ -17,10 +17,11 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from rotator import __version__
+from rotator.deadline import Deadline, DeadlineAdapter, DeadlineExceeded, deadline_scope, read_body
 from rotator.errors import EndpointProtocolError, EndpointUnavailable, TokenRejected
+from rotator.sanitize import sanitize_remote
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -68,7 +69,8 @@ def shared_session() -> requests.Session:
     with _session_lock:
         if _session is None:
             session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=16, pool_maxsize=64, max_retries=0)
+            # DeadlineAdapter: post_form's deadline_scope bounds the whole exchange
+            adapter = DeadlineAdapter(pool_connections=16, pool_maxsize=64, max_retries=0)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             session.headers["User-Agent"] = f"rotator/{__version__}"
@@ -104,50 +106,61 @@ def post_form(
     timeout: float,
     session_factory: Callable[[], requests.Session] = shared_session,
 ) -> HttpReply:
-    """POST a form; network trouble becomes EndpointUnavailable naming the address."""
+    """POST a form; network trouble becomes EndpointUnavailable naming the address.
+
+    `timeout` bounds the whole exchange (connect, send, headers, body): see rotator.deadline."""
+    with deadline_scope(timeout) as deadline:
+        try:
+            return _post_form(url, form, deadline, session_factory)
+        except EndpointUnavailable:
+            raise
+        except (requests.exceptions.RequestException, DeadlineExceeded) as exc:
+            if deadline.expired:
+                raise EndpointUnavailable(url, f"no reply within {timeout:g}s") from None
+            raise EndpointUnavailable(url, f"reply cut off ({_reason(exc)})") from None
+
+
+def _post_form(
+    url: str, form: dict[str, str], deadline: Deadline, session_factory: Callable[[], requests.Session]
+) -> HttpReply:
     try:
         response = session_factory().post(
             url,
             data=form,
             headers={"Accept": "application/json"},
-            timeout=(CONNECT_TIMEOUT, timeout),
+            timeout=deadline.timeouts(connect=CONNECT_TIMEOUT),
             allow_redirects=False,
             stream=True,
         )
-    except requests.exceptions.ConnectTimeout:
-        raise EndpointUnavailable(url, "connection timed out", hint="is the host reachable?") from None
-    except requests.exceptions.Timeout:
-        raise EndpointUnavailable(url, f"no reply within {timeout:g}s") from None
-    except requests.exceptions.SSLError:
-        raise EndpointUnavailable(
-            url, "TLS handshake failed", hint="check the server certificate and the CA bundle"
-        ) from None
-    except requests.exceptions.ConnectionError as exc:
-        raise EndpointUnavailable(url, f"connection failed ({_reason(exc)})") from None
     except requests.exceptions.RequestException as exc:
-        raise EndpointUnavailable(url, f"request failed ({type(exc).__name__})") from None
+        raise _unavailable(url, exc, deadline) from None
     try:
-        body = _read_capped(response, url)
+        body = read_body(response, deadline, limit=MAX_RESPONSE_BYTES, chunk=64 * 1024)
+    except ValueError:
+        raise EndpointProtocolError(
+            url, f"reply larger than {MAX_RESPONSE_BYTES} bytes; refusing to read it"
+        ) from None
     finally:
         response.close()
     headers = {k.lower(): v for k, v in response.headers.items()}
     return HttpReply(response.status_code, headers, body)
 
 
-def _read_capped(response: requests.Response, url: str) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        for chunk in response.iter_content(64 * 1024):
-            size += len(chunk)
-            if size > MAX_RESPONSE_BYTES:
-                raise EndpointProtocolError(
-                    url, f"reply larger than {MAX_RESPONSE_BYTES} bytes; refusing to read it"
-                )
-            chunks.append(chunk)
-    except requests.exceptions.RequestException as exc:
-        raise EndpointUnavailable(url, f"reply cut off ({_reason(exc)})") from None
-    return b"".join(chunks)
+def _unavailable(url: str, exc: Exception, deadline: Deadline) -> EndpointUnavailable:
+    timeout = deadline.seconds
+    if deadline.expired:  # the watchdog cut the connection, whatever requests made of that
+        return EndpointUnavailable(url, f"no reply within {timeout:g}s")
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return EndpointUnavailable(url, "connection timed out", hint="is the host reachable?")
+    if isinstance(exc, requests.exceptions.Timeout):
+        return EndpointUnavailable(url, f"no reply within {timeout:g}s")
+    if isinstance(exc, requests.exceptions.SSLError):
+        return EndpointUnavailable(
+            url, "TLS handshake failed", hint="check the server certificate and the CA bundle"
+        )
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return EndpointUnavailable(url, f"connection failed ({_reason(exc)})")
+    return EndpointUnavailable(url, f"request failed ({type(exc).__name__})")
 
 
 def _reason(exc: Exception) -> str:
@@ -221,11 +234,25 @@ def exchange_assertion(
     return parse_success(url, data)
 
 
+# token_type and scope are stored for consumers and shown by nobody; still bounded, printable.
+PLAIN_FIELD_LIMITS = {"token_type": 64, "scope": 4096}
+
+
+def check_plain_fields(url: str, data: dict[str, Any]) -> None:
+    """token_type and scope, when strings: short and free of control characters."""
+    for name, limit in PLAIN_FIELD_LIMITS.items():
+        value = data.get(name)
+        if isinstance(value, str) and (len(value) > limit or not value.isprintable()):
+            raise EndpointProtocolError(
+                url, f"token response field {name} is longer than {limit} characters or not printable"
+            )
+
+
 def parse_json_object(url: str, reply: HttpReply) -> dict[str, Any]:
     try:
         data = reply.json()
     except (ValueError, UnicodeDecodeError, RecursionError):
-        kind = reply.headers.get("content-type", "no content type").split(";")[0]
+        kind = sanitize_remote(reply.headers.get("content-type", "no content type").split(";")[0], 60)
         raise EndpointProtocolError(
             url,
             f"HTTP {reply.status} reply is not JSON ({kind})",

@@ -12,8 +12,8 @@ from typing import Any
 
 from rotator.config import CredentialConfig
 from rotator.errors import EndpointProtocolError
-from rotator.providers.base import TokenResponse, exchange_assertion
-from rotator.urls import check_url
+from rotator.providers.base import TokenResponse, check_plain_fields, exchange_assertion
+from rotator.providers.hosts import check_returned_url
 
 MAX_TOKEN_CHARS = 16384
 OAUTH_HINTS = {
@@ -50,17 +50,23 @@ class JwtBearerProvider:
         return claims
 
     def exchange(self, assertion: str) -> TokenResponse:
+        hosts = self.config.instance_hosts
         return exchange_assertion(
             self.token_url, assertion, timeout=self.timeout,
             hint_for=lambda error, _description: OAUTH_HINTS.get(error),
-            parse_success=parse_oauth_success,
+            parse_success=lambda url, data: parse_oauth_success(url, data, instance_hosts=hosts),
         )
 
 
-def parse_oauth_success(url: str, data: dict[str, Any]) -> TokenResponse:
+def parse_oauth_success(
+    url: str, data: dict[str, Any], *, instance_hosts: tuple[str, ...] = ()
+) -> TokenResponse:
+    """instance_url and id are optional for generic servers; when given, the https-or-loopback
+    rule (plus `instance_hosts`, when the operator lists any)."""
     token = data.get("access_token")
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
         raise EndpointProtocolError(url, "token response has no usable access_token")
+    check_plain_fields(url, data)
     now = datetime.now(UTC)
     expires_in = data.get("expires_in")
     expires_at = None
@@ -78,20 +84,25 @@ def parse_oauth_success(url: str, data: dict[str, Any]) -> TokenResponse:
         token_type=str(data.get("token_type") or "Bearer"),
         issued_at=now,
         expires_at=expires_at,
-        instance_url=_instance_url(url, data.get("instance_url")),
+        instance_url=_returned(url, "instance_url", data.get("instance_url"), instance_hosts),
         scope=scope if isinstance(scope, str) else None,
-        id=data.get("id") if isinstance(data.get("id"), str) else None,
+        id=_identity(url, data.get("id"), instance_hosts),
     )
 
 
-def _instance_url(url: str, value: Any) -> str | None:
-    """Optional for generic servers; when given, the same https-or-loopback rule as every URL
-    rotator hands to consumers."""
+def _identity(url: str, value: Any, hosts: tuple[str, ...]) -> str | None:
+    """A generic server's `id` is not standardised: kept only when it is a URL that passes the
+    same rule as instance_url (a `javascript:` or non-URL value is dropped, not stored)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return check_returned_url(url, "id", value, allowed=hosts, salesforce=False)
+    except EndpointProtocolError:
+        return None
+
+
+def _returned(url: str, field: str, value: Any, hosts: tuple[str, ...]) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise EndpointProtocolError(url, "instance_url is not a string")
-    try:
-        return check_url(value)
-    except ValueError as exc:
-        raise EndpointProtocolError(url, f"instance_url refused: {exc}") from None
+    return check_returned_url(url, field, value, allowed=hosts, salesforce=False)
+

@@ -11,9 +11,9 @@ from typing import Any
 
 from rotator.config import CredentialConfig
 from rotator.errors import EndpointProtocolError
-from rotator.providers.base import TokenResponse, exchange_assertion
+from rotator.providers.base import TokenResponse, check_plain_fields, exchange_assertion
+from rotator.providers.hosts import check_returned_url
 from rotator.records import MAX_YEAR
-from rotator.urls import check_url
 
 MAX_TOKEN_CHARS = 8192
 
@@ -82,26 +82,35 @@ class SalesforceProvider:
         }
 
     def exchange(self, assertion: str) -> TokenResponse:
+        hosts = self.config.instance_hosts
         return exchange_assertion(
             self.token_url, assertion, timeout=self.timeout, hint_for=hint_for,
-            parse_success=parse_success,
+            parse_success=lambda url, data: parse_success(url, data, instance_hosts=hosts),
         )
 
 
-def parse_success(url: str, data: dict[str, Any]) -> TokenResponse:
+def parse_success(
+    url: str, data: dict[str, Any], *, instance_hosts: tuple[str, ...] = ()
+) -> TokenResponse:
+    """A 200 reply as a TokenResponse; instance_url and id must name a Salesforce host (or one in
+    `instance_hosts`), else the reply is refused and the stored token stays."""
     token = data.get("access_token")
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
         raise EndpointProtocolError(url, "token response has no usable access_token")
-    instance_url = data.get("instance_url")
-    if not isinstance(instance_url, str):
+    if data.get("instance_url") is None:
         raise EndpointProtocolError(url, "token response has no instance_url")
-    try:
-        instance_url = check_url(instance_url)
-    except ValueError as exc:
-        raise EndpointProtocolError(url, f"instance_url refused: {exc}") from None
     for name in ("scope", "id", "token_type"):
         if data.get(name) is not None and not isinstance(data[name], str):
             raise EndpointProtocolError(url, f"token response field {name} is not a string")
+    check_plain_fields(url, data)
+    instance_url = check_returned_url(
+        url, "instance_url", data["instance_url"], allowed=instance_hosts, salesforce=True
+    )
+    identity = data.get("id")
+    if identity is not None:
+        identity = check_returned_url(
+            url, "id", identity, allowed=instance_hosts, salesforce=True, path_prefix="/id/"
+        )
     return TokenResponse(
         access_token=token,
         token_type=data.get("token_type") or "Bearer",
@@ -109,7 +118,7 @@ def parse_success(url: str, data: dict[str, Any]) -> TokenResponse:
         expires_at=None,  # Salesforce gives no lifetime: the session timeout decides
         instance_url=instance_url,
         scope=data.get("scope"),
-        id=data.get("id"),
+        id=identity,
     )
 
 

@@ -21,9 +21,12 @@ def build_store(name: str, config: StoreConfig) -> SecretStore:
 
         return FileStore(name, config.path)
     if isinstance(config, VaultStoreConfig):
+        from rotator import hardening
         from rotator.stores.vault import VaultStore
 
-        return VaultStore(name, config)
+        if config.auth.method == "token" and config.auth.token_file is None:
+            hardening.withhold([config.auth.token_env])  # a custom token_env leaves os.environ too
+        return VaultStore(name, config, environ=hardening.environ())
     if isinstance(config, AwsStoreConfig):
         from rotator.stores.aws import AwsStore
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rotator import __version__
+from rotator import __version__, hardening
 from rotator.config import AwsStoreConfig, check_store_path
 from rotator.errors import (
     ConfigError,
@@ -154,7 +154,10 @@ class AwsStore:
         self._boto_errors: tuple[type[Exception], ...] = (bex.BotoCoreError, bex.ClientError)
         error: _ApiError | None = None
         try:
-            session = boto3.session.Session(profile_name=config.profile, region_name=config.region)
+            session = boto3.session.Session(
+                profile_name=config.profile, region_name=config.region,
+                **hardening.aws_credentials(config.profile),  # keys withheld from os.environ
+            )
             self._client = session.client(
                 "secretsmanager", endpoint_url=config.endpoint_url, config=boto_config
             )
