@@ -25,6 +25,7 @@ secret values: they name fields, paths and files instead.
 
 from __future__ import annotations
 
+from rotator.redaction import redact_text
 from rotator.sanitize import clean_text, sanitize_remote
 
 # A diagnosis is one line for a terminal, a journal and a JSON field: bounded whatever the
@@ -47,8 +48,6 @@ class RotatorError(Exception):
         """One line: what went wrong, then what to do. Every path that shows an error (audit
         lines, `rotator status`, STATUS=, /readyz, state.json, `rotate` output) takes it from
         here: control characters escaped, secrets masked, length capped."""
-        from rotator.audit import redact_text  # audit imports nothing of rotator's at load
-
         text = self.message
         if self.hint:
             text = f"{text} ({self.hint})"
