@@ -137,16 +137,17 @@ class CountingProxy:
 
 
 def pem_signer() -> Any:
-    from rotator.crypto import Signer, fingerprint, generate_rsa_key, self_signed_certificate
+    from rotator.keys.crypto import fingerprint, generate_rsa_key, self_signed_certificate
+    from rotator.keys.signer import PemSigner
 
     key = generate_rsa_key(2048)
-    return Signer(key, "RS256", fingerprint(self_signed_certificate(key, common_name="bench")))
+    return PemSigner(key, "RS256", fingerprint(self_signed_certificate(key, common_name="bench")))
 
 
 def transit_signer(url: str, token: str, *, create: bool) -> Any:
-    from rotator.crypto import fingerprint
-    from rotator.signers import RemoteSigner, remote_self_signed_certificate
-    from rotator.signers.transit import TransitService
+    from rotator.keys.crypto import fingerprint
+    from rotator.keys.remote import RemoteSigner, remote_self_signed_certificate
+    from rotator.keys.remote.transit import TransitService
 
     service = TransitService.connect(url, token)
     if create:
@@ -157,9 +158,9 @@ def transit_signer(url: str, token: str, *, create: bool) -> Any:
 
 
 def kms_signer(url: str, key_id: str | None) -> tuple[Any, str]:
-    from rotator.crypto import fingerprint
-    from rotator.signers import RemoteSigner, remote_self_signed_certificate
-    from rotator.signers.kms import KmsService
+    from rotator.keys.crypto import fingerprint
+    from rotator.keys.remote import RemoteSigner, remote_self_signed_certificate
+    from rotator.keys.remote.kms import KmsService
 
     service = KmsService(region=REGION, endpoint_url=url)
     if key_id is None:
