@@ -23,8 +23,6 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from rotator.keys import crypto
-from rotator.keys.crypto import cert_to_pem, fingerprint
 from rotator.errors import (
     KeyMaterialError,
     RecordNotFound,
@@ -32,6 +30,8 @@ from rotator.errors import (
     StoreError,
     StoreUnavailable,
 )
+from rotator.keys import crypto
+from rotator.keys.crypto import cert_to_pem, fingerprint
 from rotator.keys.remote import RemoteSigner, check_remote_pair, remote_self_signed_certificate
 from rotator.keys.remote.kms import TAG_KEY, KmsService
 from rotator.testing.aws import AWS_ENV_CLEAR, REGION, AwsFaultProxy, MotoServer, aws_env

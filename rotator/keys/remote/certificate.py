@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from rotator.keys.crypto import public_key_der
 from rotator.errors import KeyMaterialError
+from rotator.keys.crypto import public_key_der
 from rotator.keys.remote.base import RSA_BITS, RemoteKey
 
 # sha256WithRSAEncryption (1.2.840.113549.1.1.11) with NULL parameters, as RFC 4055 requires.
