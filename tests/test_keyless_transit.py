@@ -440,3 +440,24 @@ def test_signer_is_loaded_once_per_key_identity(setup: Setup, run_cli, endpoint:
         assert len([e for e in events if e["event"] == "key.loaded"]) == 1
     finally:
         engine.stores.close()
+
+
+def test_the_documented_configs_parse(tmp_path: Path) -> None:
+    """docs/keyless.md's examples are what parse_config accepts (the KMS one completes the first)."""
+    import re
+    import tomllib
+
+    from rotator.config import parse_config
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "keyless.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    first = tomllib.loads(blocks[0])
+    config = parse_config(first, base_dir=tmp_path)
+    cred = config.credential("sf")
+    assert (cred.signer, str(cred.signer_ref)) == ("vault-transit", "vault:sf-prod")
+    assert config.stores["vault"].transit_mount == "transit"  # type: ignore[union-attr]
+    kms = tomllib.loads(blocks[1].replace("# ... as above", ""))
+    body = {**first["credentials"]["sf"], **kms["credentials"]["sf"]}
+    config = parse_config({"stores": {**first["stores"], **kms["stores"]}, "credentials": {"sf": body}},
+                          base_dir=tmp_path)
+    assert config.credential("sf").signer == "aws-kms"
