@@ -35,7 +35,6 @@ from rotator.keys.crypto import (
 )
 from rotator.keys.remote.assertion import RemoteSigner
 from rotator.keys.remote.base import RemoteKey
-from rotator.keys.remote.certificate import check_remote_pair
 from rotator.records import KeyPair
 
 if TYPE_CHECKING:
@@ -140,13 +139,6 @@ def _key(svc: TransitService | KmsService, pair: KeyPair, *, where: str) -> Remo
     if pair.key_version is not None:
         raise RecordError(where, "key_version is for Transit keys; a KMS key_ref is the key ARN")
     return svc.key(pair.key_ref)
-
-
-def check(ctx: KeyContext, pair: KeyPair, *, where: str) -> None:
-    """What `check` proves: the key's public key is the certificate's and it really signs."""
-    svc = service(ctx)
-    check_remote_pair(_key(svc, pair, where=where), load_certificate(pair.certificate, where=where),
-                      where=where)
 
 
 # ---------------------------------------------------------------------------- making keys
