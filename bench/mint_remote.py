@@ -14,6 +14,8 @@ share this process's GIL. Both on loopback: the numbers are the signer's own ove
 local round trip, a floor for a real Vault or KMS (add your network's round trip).
 
     python -m bench.mint_remote [--quick] [--json out.json]
+
+`make bench` runs it too (bench.run_all's `mint_remote` section of docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -137,16 +139,17 @@ class CountingProxy:
 
 
 def pem_signer() -> Any:
-    from rotator.crypto import Signer, fingerprint, generate_rsa_key, self_signed_certificate
+    from rotator.keys.crypto import fingerprint, generate_rsa_key, self_signed_certificate
+    from rotator.keys.signer import PemSigner
 
     key = generate_rsa_key(2048)
-    return Signer(key, "RS256", fingerprint(self_signed_certificate(key, common_name="bench")))
+    return PemSigner(key, "RS256", fingerprint(self_signed_certificate(key, common_name="bench")))
 
 
 def transit_signer(url: str, token: str, *, create: bool) -> Any:
-    from rotator.crypto import fingerprint
-    from rotator.signers import RemoteSigner, remote_self_signed_certificate
-    from rotator.signers.transit import TransitService
+    from rotator.keys.crypto import fingerprint
+    from rotator.keys.remote import RemoteSigner, remote_self_signed_certificate
+    from rotator.keys.remote.transit import TransitService
 
     service = TransitService.connect(url, token)
     if create:
@@ -157,9 +160,9 @@ def transit_signer(url: str, token: str, *, create: bool) -> Any:
 
 
 def kms_signer(url: str, key_id: str | None) -> tuple[Any, str]:
-    from rotator.crypto import fingerprint
-    from rotator.signers import RemoteSigner, remote_self_signed_certificate
-    from rotator.signers.kms import KmsService
+    from rotator.keys.crypto import fingerprint
+    from rotator.keys.remote import RemoteSigner, remote_self_signed_certificate
+    from rotator.keys.remote.kms import KmsService
 
     service = KmsService(region=REGION, endpoint_url=url)
     if key_id is None:
@@ -193,41 +196,33 @@ def throughput(sign: Callable[[], Any], n: int, threads: int) -> float:
         return n / (time.perf_counter() - started)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer mints (a few seconds)")
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--mints", type=int, help="mints per measurement (default 1000, --quick 200)")
-    parser.add_argument("--json", type=Path, help="write the results here too")
-    args = parser.parse_args(argv)
-    n = args.mints or (200 if args.quick else 1000)
+def measure(n: int, threads: int, workdir: Path) -> dict[str, dict[str, Any]]:
+    """Latency, throughput and connection reuse of each signer (see the module docstring)."""
     for variable, value in AWS_ENV.items():  # dummy AWS credentials: real AWS is never reached
         if value is None:
             os.environ.pop(variable, None)
         else:
             os.environ[variable] = value
     results: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-mint-remote-") as tmp:
-        workdir = Path(tmp)
-        bao = OpenBao(workdir)
-        moto = ServerProcess("moto", {}, workdir / "moto")
-        try:
-            transit = transit_signer(bao.url, bao.token, create=True)
-            kms, key_id = kms_signer(moto.url, None)
-            signers = {"PEM (in process)": pem_signer(), "Vault Transit (OpenBao)": transit,
-                       "AWS KMS (moto)": kms}
-            for name, signer in signers.items():
-                claims = _claims()
-                results[name] = latency(lambda s=signer, c=claims: s.sign(c), n)
-                results[name]["per_s_threads"] = throughput(
-                    lambda s=signer, c=claims: s.sign(c), n, args.threads)
-            # connection reuse: a fresh signer through a counting proxy, n mints in one thread
-            # moto's werkzeug server closes every connection (no keep-alive in werkzeug >= 2.1),
-            # real KMS does not: rotator's AwsFaultProxy (HTTP/1.1 keep-alive towards the client,
-            # a new connection to moto per request) stands in for a keep-alive KMS here.
-            from rotator.testing.aws import AwsFaultProxy
+    bao = OpenBao(workdir)
+    moto = ServerProcess("moto", {}, workdir / "moto")
+    try:
+        transit = transit_signer(bao.url, bao.token, create=True)
+        kms, key_id = kms_signer(moto.url, None)
+        signers = {"PEM (in process)": pem_signer(), "Vault Transit (OpenBao)": transit,
+                   "AWS KMS (moto)": kms}
+        for name, signer in signers.items():
+            claims = _claims()
+            results[name] = latency(lambda s=signer, c=claims: s.sign(c), n)
+            results[name]["per_s_threads"] = throughput(lambda s=signer, c=claims: s.sign(c), n, threads)
+        # connection reuse: a fresh signer through a counting proxy, n mints in one thread
+        # moto's werkzeug server closes every connection (no keep-alive in werkzeug >= 2.1),
+        # real KMS does not: rotator's AwsFaultProxy (HTTP/1.1 keep-alive towards the client,
+        # a new connection to moto per request) stands in for a keep-alive KMS here.
+        from rotator.testing.aws import AwsFaultProxy
 
-            keep_alive_kms = AwsFaultProxy(moto.url).start()
+        keep_alive_kms = AwsFaultProxy(moto.url).start()
+        try:
             for name, upstream, make in (
                 ("Vault Transit (OpenBao)", bao.url, lambda u: transit_signer(u, bao.token, create=False)),
                 ("AWS KMS (moto)", keep_alive_kms.url, lambda u: kms_signer(u, key_id)[0]),
@@ -244,10 +239,54 @@ def main(argv: list[str] | None = None) -> int:
                                                     f"more during {n} mints")
                 finally:
                     proxy.close()
-            keep_alive_kms.stop()
         finally:
-            moto.stop()
-            bao.stop()
+            keep_alive_kms.stop()
+    finally:
+        moto.stop()
+        bao.stop()
+    return results
+
+
+COLUMNS = ["Signer", "p50 ms", "p99 ms", "mints/s (1 thread)", "mints/s (threads)", "TCP connections"]
+
+
+def rows(results: dict[str, dict[str, Any]], threads: int) -> list[dict[str, Any]]:
+    return [{"Signer": name, "p50 ms": fmt_num(row["p50_ms"]), "p99 ms": fmt_num(row["p99_ms"]),
+             "mints/s (1 thread)": fmt_num(row["per_s_1_thread"]),
+             "mints/s (threads)": f"{fmt_num(row['per_s_threads'])} ({threads} threads)",
+             "TCP connections": row.get("connections", "none (no network)")}
+            for name, row in results.items()]
+
+
+def run(ctx: Any) -> Any:
+    """For bench.run_all (`make bench`): the table of docs/benchmarks.md's keyless section."""
+    from bench._common import Table
+
+    n = {"full": 1000, "quick": 200}.get(ctx.profile.name, 20)
+    threads = 8
+    table = Table("mint_remote", "Mint per signer: PEM, Vault Transit, AWS KMS", list(COLUMNS))
+    results = measure(n, threads, ctx.subdir("mint-remote"))
+    for row in rows(results, threads):
+        table.add(**row)
+    table.notes.append(
+        f"{n} RS256 mints per signer (RSA-2048, Salesforce-shaped claims); OpenBao (`bao server -dev`) "
+        "and moto on loopback, so a keyless row is rotator's overhead plus a local round trip: add "
+        "your network's round trip to Vault or KMS. Connections counted through a TCP proxy; moto "
+        "closes every connection itself, so KMS is measured behind rotator's keep-alive AwsFaultProxy.")
+    table.data["results"] = results
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer mints (a few seconds)")
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--mints", type=int, help="mints per measurement (default 1000, --quick 200)")
+    parser.add_argument("--json", type=Path, help="write the results here too")
+    args = parser.parse_args(argv)
+    n = args.mints or (200 if args.quick else 1000)
+    with tempfile.TemporaryDirectory(prefix="bench-mint-remote-") as tmp:
+        results = measure(n, args.threads, Path(tmp))
     print(f"| Signer | p50 ms | p99 ms | mints/s (1 thread) | mints/s ({args.threads} threads) "
           "| TCP connections |")
     print("|" + "---|" * 6)

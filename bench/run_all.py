@@ -27,11 +27,12 @@ from typing import Any
 
 from bench._common import DOC, PROFILES, Ctx, Table, fmt_num, machine_facts
 
-MODULES = ("mint", "rotation", "fleet", "footprint", "alternatives")
+MODULES = ("mint", "mint_remote", "rotation", "fleet", "footprint", "alternatives")
 TITLES = {
     "meta": None,
     "summary": "## Summary",
     "mint": "## Mint: assertions per second",
+    "mint_remote": "## Mint per signer: PEM, Vault Transit, AWS KMS (keyless)",
     "rotation": "## Rotation latency, per store",
     "fleet": "## Fleet: `rotate --all`",
     "footprint": "## Footprint: start-up, memory, imports",
@@ -106,6 +107,10 @@ def summary(tables: dict[str, Table]) -> list[str]:
             + (f". The naive way (PyJWT given PEM bytes each call): {fmt_num(mint.data['naive_per_s'])}/s."
                if "naive_per_s" in mint.data else ".")
         )
+    remote = tables.get("mint_remote")
+    if remote and remote.rows:
+        bullets.append("**Mint per signer** (p50, one thread; key services on loopback): " + "; ".join(
+            f"{r['Signer']} {r['p50 ms']} ms" for r in remote.rows) + " (docs/keyless.md).")
     rotation = tables.get("rotation")
     if rotation:
         parts = [f"{r['Store']} {r['p50 ms']} / {r['p99 ms']} ms" for r in rotation.rows

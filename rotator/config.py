@@ -184,6 +184,16 @@ class VaultStoreConfig(_Model):
     ca_cert: Path | None = None
     timeout: Duration = Field(default=10.0, gt=0)
     auth: VaultAuthConfig = VaultAuthConfig()
+    # the Transit mount for credentials with signer = "vault-transit" on this store
+    transit_mount: str = "transit"
+
+    @field_validator("transit_mount")
+    @classmethod
+    def _transit_mount(cls, value: str) -> str:
+        part = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+        if not re.fullmatch(rf"{part}(/{part}){{0,7}}", value):
+            raise ValueError("a mount path: letters, digits, '_', '.', '-' and '/' between parts")
+        return value
 
 
 class AwsStoreConfig(_Model):
@@ -228,6 +238,10 @@ class CredentialConfig(_Model):
     # hosts the endpoint may name in instance_url / id besides Salesforce's own domains
     # (a custom domain, a proxy, loopback for an emulator); "*.example.com" covers subdomains
     instance_hosts: tuple[str, ...] = ()
+    # who signs: the key record's PEM, or a key that never leaves Vault Transit / AWS KMS
+    # (docs/keyless.md); signer_key = "STORE:NAME" names the Transit key or KMS key
+    signer: Literal["pem", "vault-transit", "aws-kms"] = "pem"
+    signer_key: str | None = Field(default=None, min_length=3, max_length=2048)
     # key and certificate lifecycle
     renew_before: Duration | None = None
     max_key_age: Duration | None = None
@@ -304,6 +318,15 @@ class CredentialConfig(_Model):
         else:
             if not self.token_url:
                 raise ValueError("jwt-bearer needs token_url")
+        if self.signer == "pem" and self.signer_key is not None:
+            raise ValueError('signer_key is for signer = "vault-transit" or "aws-kms"; remove it '
+                             'or set signer')
+        if self.signer != "pem":
+            if self.signer_key is None:
+                raise ValueError(f'signer = "{self.signer}" needs signer_key = "STORE:NAME" '
+                                 "(the Transit key name or KMS key on that store)")
+            if self.algorithm != "RS256":
+                raise ValueError(f'signer = "{self.signer}" signs RS256 only; remove algorithm')
         if self.retry_min > self.retry_max:
             raise ValueError("retry_min is larger than retry_max")
         if self.jitter >= self.every:
@@ -311,6 +334,14 @@ class CredentialConfig(_Model):
         return self
 
     # -- derived settings, so callers never repeat the provider rules
+
+    @property
+    def signer_ref(self) -> Ref | None:
+        """signer_key as (store, key name); validated by parse_config."""
+        if self.signer_key is None:
+            return None
+        store, _, name = self.signer_key.partition(":")
+        return Ref(store, name)
 
     @property
     def effective_login_url(self) -> str:
@@ -425,11 +456,48 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
                     f"{where}.{attr}: unknown store {ref.store!r}",
                     hint=f"stores: {known}",
                 )
+        _check_signer(name, cred, stores)
         if cred.key == cred.token:
             raise ConfigError(f"{where}.token: must differ from key (both are {cred.key})")
         warnings.extend(_rate_warnings(name, cred, stores))
         credentials[name] = cred
     return Config(daemon, stores, credentials, source, tuple(warnings))
+
+
+# Transit key names, and KMS key ids / alias/NAME / key or alias ARNs (rotator.keys.remote checks
+# them again before every request).
+_TRANSIT_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_KMS_KEY = re.compile(
+    r"(arn:aws[a-z-]*:kms:[a-z0-9-]{1,30}:[0-9]{12}:(key/[A-Za-z0-9-]{1,64}|alias/[A-Za-z0-9/_-]{1,250})"
+    r"|alias/[A-Za-z0-9/_-]{1,250}|(mrk-)?[A-Za-z0-9-]{1,64})"
+)
+
+
+def _check_signer(name: str, cred: CredentialConfig, stores: Mapping[str, StoreConfig]) -> None:
+    """signer_key names a store of the right kind and a key name that store's service accepts."""
+    ref = cred.signer_ref
+    if ref is None:
+        return
+    where = f"credentials.{name}.signer_key"
+    if ":" not in (cred.signer_key or "") or not ref.store or not ref.path:
+        raise ConfigError(f'{where}: expected "STORE:NAME", e.g. "vault:sf-prod" or "aws:alias/sf-prod"')
+    store = stores.get(ref.store)
+    if store is None:
+        known = ", ".join(sorted(stores)) or "none defined"
+        raise ConfigError(f"{where}: unknown store {ref.store!r}", hint=f"stores: {known}")
+    if cred.signer == "vault-transit":
+        if not isinstance(store, VaultStoreConfig):
+            raise ConfigError(f'{where}: signer = "vault-transit" needs a vault store, '
+                              f"{ref.store!r} is {store.type!r}")
+        if not _TRANSIT_KEY.fullmatch(ref.path):
+            raise ConfigError(f"{where}: {ref.path[:60]!r} is not a Transit key name "
+                              "(letters, digits, '_', '.', '-'; max 128)")
+    else:
+        if not isinstance(store, AwsStoreConfig):
+            raise ConfigError(f'{where}: signer = "aws-kms" needs an aws store, '
+                              f"{ref.store!r} is {store.type!r}")
+        if not _KMS_KEY.fullmatch(ref.path):
+            raise ConfigError(f"{where}: {ref.path[:60]!r} is not a KMS key id, alias/NAME or key ARN")
 
 
 def _rate_warnings(

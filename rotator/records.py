@@ -6,6 +6,7 @@ record in a traceback or a debug line never shows key material or a token.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,17 +21,33 @@ MIN_YEAR, MAX_YEAR = 1970, 9000
 
 @dataclass(frozen=True)
 class KeyPair:
-    private_key: str = field(repr=False)
+    """A certificate and its key: the key's PEM, or for a keyless signer (docs/keyless.md) a
+    reference to a key that never leaves Vault Transit / AWS KMS (`private_key` is None)."""
+
+    private_key: str | None = field(repr=False)
     certificate: str = field(repr=False)
     passphrase: str | None = field(default=None, repr=False)
+    # keyless: the Transit key name (+ key_version) or the KMS key ARN; not secret
+    key_ref: str | None = None
+    key_version: int | None = None
+
+    @property
+    def remote(self) -> bool:
+        return self.key_ref is not None
 
 
-# Fields of the key record, by role. The first three are what an operator writes by hand.
+# Fields of the key record, by role. The first three are what an operator writes by hand; a
+# keyless pair has the certificate, key_ref and (Transit) key_version instead of a private key.
 _SLOTS = {
-    "current": ("private_key", "certificate", "passphrase"),
-    "pending": ("pending_private_key", "pending_certificate", "pending_passphrase"),
-    "previous": ("previous_private_key", "previous_certificate", "previous_passphrase"),
+    "current": ("private_key", "certificate", "passphrase", "key_ref", "key_version"),
+    "pending": ("pending_private_key", "pending_certificate", "pending_passphrase",
+                "pending_key_ref", "pending_key_version"),
+    "previous": ("previous_private_key", "previous_certificate", "previous_passphrase",
+                 "previous_key_ref", "previous_key_version"),
 }
+MAX_KEY_REF_CHARS = 2048
+MAX_KEY_VERSION = 10**6
+_KEY_REF = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces
 
 
 @dataclass(frozen=True)
@@ -75,29 +92,50 @@ class KeyRecord:
             pair: KeyPair | None = getattr(self, role)
             if pair is None:
                 continue
-            data[names[0]] = pair.private_key
             data[names[1]] = pair.certificate
+            if pair.key_ref is not None:  # keyless: never a private_key field
+                data[names[3]] = pair.key_ref
+                if pair.key_version is not None:
+                    data[names[4]] = pair.key_version
+                continue
+            data[names[0]] = pair.private_key
             if pair.passphrase:
                 data[names[2]] = pair.passphrase
         return data
 
 
-def _pair(data: dict[str, Any], names: tuple[str, str, str], where: str, *, required: bool):
-    key_name, cert_name, pass_name = names
-    if key_name not in data and cert_name not in data:
+def _pair(data: dict[str, Any], names: tuple[str, ...], where: str, *, required: bool):
+    key_name, cert_name, pass_name, ref_name, version_name = names
+    if key_name not in data and cert_name not in data and ref_name not in data:
         if required:
             raise RecordError(
                 where,
-                "key record has no private_key/certificate",
+                "key record has no private_key/certificate (nor key_ref/certificate)",
                 hint="write it with `rotator keys init` or `keys import`",
             )
         return None
-    for name in (key_name, cert_name):
+    remote = ref_name in data
+    if remote and (key_name in data or pass_name in data):
+        raise RecordError(where, f"{ref_name} and {key_name}/{pass_name} exclude each other",
+                          hint="a keyless record holds the certificate and the key reference only")
+    for name in (ref_name if remote else key_name, cert_name):
         value = data.get(name)
         if not isinstance(value, str) or not value.strip():
             raise RecordError(where, f"{name} is missing or not a string")
         if len(value) > MAX_PEM_CHARS:
             raise RecordError(where, f"{name} is larger than {MAX_PEM_CHARS} characters")
+    if remote:
+        ref = data[ref_name]
+        if len(ref) > MAX_KEY_REF_CHARS or not _KEY_REF.fullmatch(ref):
+            raise RecordError(where, f"{ref_name} is not a key reference (printable, no spaces, "
+                              f"at most {MAX_KEY_REF_CHARS} characters)")
+        version = data.get(version_name)
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)
+                                    or not 1 <= version <= MAX_KEY_VERSION):
+            raise RecordError(where, f"{version_name} must be a key version number")
+        return KeyPair(None, data[cert_name], None, ref, version)
+    if version_name in data:
+        raise RecordError(where, f"{version_name} without {ref_name}")
     passphrase = data.get(pass_name)
     if passphrase is not None and not isinstance(passphrase, str):
         raise RecordError(where, f"{pass_name} must be a string")

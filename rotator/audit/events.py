@@ -73,8 +73,9 @@ CATALOGUE: dict[str, EventSpec] = {spec.name: spec for spec in (
     _spec("token.unreadable", "The stored token record could not be parsed; it will be replaced.",
           ("credential", "diagnosis"), ("rotation_id",)),
     # -- keys and certificates
-    _spec("key.loaded", "A key pair was parsed and checked (once per process and role).",
-          ("credential", "role", *_KEY_ID), ("rotation_id",)),
+    _spec("key.loaded", "A key pair was parsed and checked (once per process and role); "
+          "`signer` is `pem`, `vault-transit` or `aws-kms`.",
+          ("credential", "role", *_KEY_ID), ("rotation_id", "signer")),
     _spec("key.created", "`keys init` wrote a new key and self-signed certificate.",
           ("credential", "store", "path", "version", *_KEY_ID)),
     _spec("key.imported", "`keys import` stored an operator's key and certificate.",
@@ -97,6 +98,12 @@ CATALOGUE: dict[str, EventSpec] = {spec.name: spec for spec in (
           ("reason", "forced", "via")),
     _spec("key.promote_skipped", "Promotion found the pending key changed or already promoted.",
           ("credential", "reason"), ("key_sha256",)),
+    _spec("key.remote_created", "A keyless signer's key was made in the key service: `keys init` "
+          "created a missing Transit or KMS key, or a rollover ran Transit `rotate` / KMS `CreateKey` "
+          "(docs/keyless.md).",
+          ("credential", "signer", "key_ref", "via"), ("key_type", "key_version")),
+    _spec("key.retired", "`keys retire` scheduled an old KMS key for deletion (never automatic).",
+          ("credential", "signer", "key_ref", "days", "deletion_date")),
     _spec("key.discarded", "The pending key was dropped (and its publication withdrawn).",
           ("credential", "key_sha256", "version"), ("via", "withdrawn")),
     _spec("certificate.expiry_warning", "The certificate crossed an expiry threshold (days).",

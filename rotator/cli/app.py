@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--days", type=int, default=None)
             cmd.add_argument("--bits", type=int, default=None)
 
+    retire = keys_sub.add_parser(
+        "retire", help="aws-kms: schedule a rolled-over KMS key for deletion (never automatic)")
+    retire.add_argument("name")
+    retire.add_argument("--key-id", required=True, help="the old key's id or ARN (not an alias)")
+    retire.add_argument("--days", type=int, default=30, help="KMS waiting period, 7-30 days")
+
     cert = sub.add_parser("cert", help="certificates")
     cert_sub = cert.add_subparsers(dest="cert_command", required=True, parser_class=_Parser)
     show = cert_sub.add_parser("show", help="subject, serial, validity, fingerprint")

@@ -132,6 +132,20 @@ def keys(args: argparse.Namespace) -> int:
     name = args.name
     cred = config.credential(name)
     store = engine.stores[cred.key.store]
+    if args.keys_command == "init" and cred.signer != "pem":
+        # keyless (docs/keyless.md): the key is made in / named in Vault Transit or AWS KMS
+        from rotator.keys.generate import init_remote_key_record
+
+        try:
+            pem = init_remote_key_record(engine.key_context(name), bits=args.bits, days=args.days,
+                                         common_name=args.cn or name, force=args.force)
+        finally:
+            engine.stores.close()
+        sys.stdout.write(pem)
+        return 0
+    if args.keys_command == "import" and cred.signer != "pem":
+        raise InputError(f"{name}: keys import stores a PEM key; signer = \"{cred.signer}\" keeps "
+                         "its key in the key service", hint=f"use `rotator keys init {name}`")
     if args.keys_command == "init":
         pem = init_key_record(
             store, cred.key.path, name=name, bits=args.bits, days=args.days,

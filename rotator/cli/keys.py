@@ -24,7 +24,8 @@ def _read(ctx: KeyContext) -> tuple[KeyRecord, str]:
 
 def keys_command(engine: Engine, name: str, args: argparse.Namespace) -> int:
     """`keys rotate | promote | discard NAME`; refusals are InputError (exit 2, one line)."""
-    handlers = {"rotate": _cmd_rotate, "promote": _cmd_promote, "discard": _cmd_discard}
+    handlers = {"rotate": _cmd_rotate, "promote": _cmd_promote, "discard": _cmd_discard,
+                "retire": _cmd_retire}
     try:
         return handlers[args.keys_command](engine, name, args)
     finally:
@@ -98,4 +99,16 @@ def _cmd_discard(engine: Engine, name: str, _args: argparse.Namespace) -> int:
         raise InputError(f"{name}: the pending key changed while discarding",
                          hint="see `rotator status`, then retry")
     print(f"{name}: discarded pending key {sha}")
+    return 0
+
+
+def _cmd_retire(engine: Engine, name: str, args: argparse.Namespace) -> int:
+    """aws-kms: schedule an old KMS key for deletion; refused for the record's current or
+    pending key. The only way rotator ever deletes a key (docs/keyless.md)."""
+    from rotator.keys.remote import service
+
+    ctx = engine.key_context(name)
+    when = service.retire(ctx, args.key_id, days=args.days)
+    print(f"{name}: KMS key {args.key_id} scheduled for deletion ({when}); "
+          f"undo with `aws kms cancel-key-deletion --key-id {args.key_id}`")
     return 0

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from rotator.audit import pipeline as audit
 from rotator.clock import Clock
 from rotator.config import CredentialConfig
-from rotator.errors import RecordError
+from rotator.errors import KeyMaterialError, RecordError
 from rotator.keys.crypto import KeyCache
 from rotator.keys.signer import PemSigner, Signer
 from rotator.records import KeyPair, KeyRecord
@@ -68,13 +68,27 @@ class KeyContext:
         """Parse (once per process) and check a key pair for this credential's algorithm."""
         cred = self.cred
         where = f"{cred.key}" if role == "current" else f"{cred.key} ({role})"
-        key, info, fresh = self.keys.load_checked(
-            f"{self.name}/{role}", pair.private_key, pair.passphrase, pair.certificate, cred.algorithm,
-            where=where,
-        )
+        signer: Signer
+        if cred.signer != "pem" or pair.remote:
+            # keyless: the key stays in Vault Transit / AWS KMS (docs/keyless.md)
+            from rotator.keys.remote import service
+
+            if cred.signer == "pem":
+                raise KeyMaterialError(
+                    f"{where}: the key record holds a key reference ({pair.key_ref}), not a private_key",
+                    hint=f"set signer and signer_key for credentials.{self.name} (docs/keyless.md)",
+                )
+            signer, info, fresh = service.load(self, pair, role, where=where)
+        else:
+            assert pair.private_key is not None
+            key, info, fresh = self.keys.load_checked(
+                f"{self.name}/{role}", pair.private_key, pair.passphrase, pair.certificate, cred.algorithm,
+                where=where,
+            )
+            signer = PemSigner(key, cred.algorithm, info.sha256)
         if fresh:
             audit.emit(
                 "key.loaded", credential=self.name, role=role, key_sha256=info.sha256,
-                serial=info.serial, not_after=info.not_after.isoformat(),
+                serial=info.serial, not_after=info.not_after.isoformat(), signer=cred.signer,
             )
-        return LoadedKey(PemSigner(key, cred.algorithm, info.sha256), info.not_after, version)
+        return LoadedKey(signer, info.not_after, version)

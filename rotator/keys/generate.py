@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from rotator.audit import pipeline as audit
-from rotator.errors import InputError
+from rotator.errors import InputError, KeyMaterialError
+from rotator.keys.context import KeyContext
 from rotator.keys.crypto import (
     cert_info,
     cert_to_pem,
@@ -46,6 +47,30 @@ def init_key_record(
         )
     pair = new_pair(bits=bits, days=days, common_name=common_name)
     _write(store, path, KeyRecord(pair), existing.version if existing else None, name, "init")
+    return pair.certificate
+
+
+def init_remote_key_record(
+    ctx: KeyContext, *, bits: int, days: int, common_name: str, force: bool,
+) -> str:
+    """`keys init` for a keyless signer: the key in Transit/KMS (made if missing), a certificate
+    signed by the key service, a record with the certificate and the key reference only."""
+    from rotator.keys.remote import remote_self_signed_certificate, service
+
+    if not 1 <= days <= 3650:
+        raise KeyMaterialError(f"--days {days}: choose between 1 and 3650")
+    store = ctx.stores[ctx.cred.key.store]
+    path = ctx.cred.key.path
+    existing = store.read(path)
+    if existing is not None and not force:
+        raise InputError(
+            f"{store.name}:{path} already holds a key record",
+            hint=f"to roll it safely use `rotator keys rotate {ctx.name}`; --force replaces it",
+        )
+    key = service.initial_key(ctx, bits=bits)
+    cert = remote_self_signed_certificate(key, common_name=common_name, days=days)
+    pair = service.pair_of(key, cert)
+    _write(store, path, KeyRecord(pair), existing.version if existing else None, ctx.name, "init")
     return pair.certificate
 
 

@@ -217,11 +217,17 @@ def stage(
         return None
     cred = ctx.cred
     current_info = _info(record.current)
-    current_key = ctx.keys.load(f"{ctx.name}/current", record.current.private_key,
-                                   record.current.passphrase, where=str(cred.key))
     now = ctx.now()
-    pair = _next_pair(current_key, record.current, current_info, bits=bits, days=days,
-                      now=now, default_cn=ctx.name)
+    if cred.signer != "pem":
+        # keyless: Transit `rotate` (a new version) or a new KMS key; the certificate is
+        # signed by the key service (rotator.keys.remote)
+        pair = _next_remote_pair(ctx, record.current, current_info, bits=bits, days=days, now=now)
+    else:
+        assert record.current.private_key is not None
+        current_key = ctx.keys.load(f"{ctx.name}/current", record.current.private_key,
+                                    record.current.passphrase, where=str(cred.key))
+        pair = _next_pair(current_key, record.current, current_info, bits=bits, days=days,
+                          now=now, default_cn=ctx.name)
 
     def change(rec: KeyRecord) -> KeyRecord | None:
         if rec.pending is not None or sha256_of(rec.current) != current_info.sha256:
@@ -526,11 +532,32 @@ def _next_pair(current_key: PrivateKey, current: KeyPair, info: CertInfo, *, bit
     else:
         size = bits or next((b for b in ALLOWED_RSA_BITS if b >= current_key.key_size), 4096)
         key = generate_rsa_key(size)
+    days, common_name = _successor_terms(current, info, days=days, default_cn=default_cn)
+    new_cert = self_signed_certificate(key, common_name=common_name, days=days, now=now)
+    return KeyPair(key_to_pem(key), cert_to_pem(new_cert))
+
+
+def _next_remote_pair(ctx: KeyContext, current: KeyPair, info: CertInfo, *, bits: int | None,
+                      days: int | None, now: Any) -> KeyPair:
+    """The keyless twin of _next_pair: the key service makes the key and signs the certificate."""
+    from rotator.keys.remote import remote_self_signed_certificate, service
+
+    if not current.remote:
+        # signer switched from pem to keyless: the first keyless key comes from `keys init`
+        raise RecordError(str(ctx.cred.key), f"signer = \"{ctx.cred.signer}\" but the current key is a PEM",
+                          hint=f"run `rotator keys init {ctx.name} --force` for a keyless record")
+    days, common_name = _successor_terms(current, info, days=days, default_cn=ctx.name)
+    key = service.successor_key(ctx, current, bits=bits)
+    cert = remote_self_signed_certificate(key, common_name=common_name, days=days, now=now)
+    return service.pair_of(key, cert)
+
+
+def _successor_terms(current: KeyPair, info: CertInfo, *, days: int | None,
+                     default_cn: str) -> tuple[int, str]:
+    """The next certificate's lifetime (the current one's, or 365 days) and CN (the current one's)."""
     if days is None:
         days = round(info.lifetime_seconds / 86400)
         days = days if 1 <= days <= 3650 else DEFAULT_DAYS
     cert = load_certificate(current.certificate)
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    common_name = str(names[0].value) if names else default_cn
-    new_cert = self_signed_certificate(key, common_name=common_name, days=days, now=now)
-    return KeyPair(key_to_pem(key), cert_to_pem(new_cert))
+    return days, str(names[0].value) if names else default_cn

@@ -96,6 +96,13 @@ class VaultStore:
     def __repr__(self) -> str:
         return f"<VaultStore {self.name!r} {self.describe()} auth={self.config.auth.method}>"
 
+    @property
+    def client(self) -> hvac.Client:
+        """The store's hvac client, for other engines on the same Vault (Transit signing in
+        rotator.keys.remote). Its token belongs to `auth`: call ``auth.ensure()`` before each
+        request and ``auth.handle_rejection`` after a 401/403, as `_call` does."""
+        return self._client
+
     # ------------------------------------------------------------------ interface
 
     def read(self, path: str) -> Record | None:

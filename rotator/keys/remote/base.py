@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-# The RSA sizes both key services offer that Salesforce accepts (as rotator.crypto.ALLOWED_RSA_BITS).
+# The RSA sizes both key services offer that Salesforce accepts (as rotator.keys.crypto.ALLOWED_RSA_BITS).
 RSA_BITS = (2048, 3072, 4096)
 
 

@@ -27,7 +27,6 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from rotator.crypto import cert_to_pem, fingerprint
 from rotator.errors import (
     KeyMaterialError,
     RecordNotFound,
@@ -36,8 +35,9 @@ from rotator.errors import (
     StoreError,
     StoreUnavailable,
 )
-from rotator.signers import RemoteSigner, check_remote_pair, remote_self_signed_certificate
-from rotator.signers.transit import TransitService
+from rotator.keys.crypto import cert_to_pem, fingerprint
+from rotator.keys.remote import RemoteSigner, check_remote_pair, remote_self_signed_certificate
+from rotator.keys.remote.transit import TransitService
 from tests.conftest import CLIENT_ID, REPO, USERNAME
 
 pytestmark = pytest.mark.integration

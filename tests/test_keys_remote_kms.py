@@ -23,8 +23,6 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from rotator import crypto
-from rotator.crypto import cert_to_pem, fingerprint
 from rotator.errors import (
     KeyMaterialError,
     RecordNotFound,
@@ -32,8 +30,10 @@ from rotator.errors import (
     StoreError,
     StoreUnavailable,
 )
-from rotator.signers import RemoteSigner, check_remote_pair, remote_self_signed_certificate
-from rotator.signers.kms import TAG_KEY, KmsService
+from rotator.keys import crypto
+from rotator.keys.crypto import cert_to_pem, fingerprint
+from rotator.keys.remote import RemoteSigner, check_remote_pair, remote_self_signed_certificate
+from rotator.keys.remote.kms import TAG_KEY, KmsService
 from rotator.testing.aws import AWS_ENV_CLEAR, REGION, AwsFaultProxy, MotoServer, aws_env
 from tests.conftest import CLIENT_ID, USERNAME
 
@@ -256,7 +256,7 @@ def _forbid_private_keys(patch: pytest.MonkeyPatch) -> None:
 
 def test_no_private_key_object_is_created_for_keyless_signing(kms: KmsService, admin: Any,
                                                               endpoint: Any) -> None:
-    from tests.test_signers_transit import OpenBao
+    from tests.test_keys_remote_transit import OpenBao
 
     arn = _rsa_key(admin)["Arn"]  # moto (in this process) makes its key before the patch
     import tempfile
@@ -266,7 +266,7 @@ def test_no_private_key_object_is_created_for_keyless_signing(kms: KmsService, a
         bao = OpenBao(Path(tmp) / "bao.log")
         try:
             bao.root.sys.enable_secrets_engine("transit", path="transit")
-            from rotator.signers.transit import TransitService
+            from rotator.keys.remote.transit import TransitService
 
             transit = TransitService.connect(bao.url, bao.token)
             transit.create_key("sf-prod")

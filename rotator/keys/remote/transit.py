@@ -12,9 +12,12 @@ allows a plaintext backup is refused too (its private key *can* leave Vault).
   ``signature_algorithm=pkcs1v15``: Vault wraps it in the DigestInfo exactly as for RS256. Why
   the digest and not the message: each request is 32 bytes whatever the assertion or
   certificate size, and the same code path serves KMS-style digest signing.
-* One hvac client (one requests session: connections are kept alive and reused). Replies are
-  bounded in size and in reading time (:mod:`rotator.signers._bounded`); every field read from a
-  reply is checked before use.
+* One hvac client (one requests session: connections are kept alive and reused). Configured
+  through rotator it is the Vault store's own authenticated client, with the store's
+  :class:`~rotator.stores.vault_auth.VaultAuth`: login, renewal and one retry after a re-login
+  when Vault rejects a dead token work as for KV requests. Replies from the Transit mount are
+  bounded in size and in reading time (:mod:`rotator.keys.remote._bounded`); every field read
+  from a reply is checked before use.
 * hvac/requests exceptions are converted here into rotator errors with a diagnosis: 403 names
   the capability and the path the policy lacks, a missing key or mount says how to create it,
   network failures name the address. Nothing from hvac leaves this module.
@@ -43,8 +46,8 @@ from rotator.errors import (
     StoreError,
     StoreUnavailable,
 )
-from rotator.signers._bounded import ReplyTooLarge, ReplyTooSlow, bound_replies
-from rotator.signers.base import sha256
+from rotator.keys.remote._bounded import ReplyTooLarge, ReplyTooSlow, bound_replies
+from rotator.keys.remote.base import sha256
 from rotator.stores.vault_auth import CONVERTED, convert_error, vault_message
 
 RSA_TYPES = {"rsa-2048": 2048, "rsa-3072": 3072, "rsa-4096": 4096}
@@ -81,14 +84,18 @@ class TransitService:
         *,
         mount: str = "transit",
         store: str = "vault",
+        auth: Any = None,
         max_reply_bytes: int = MAX_REPLY_BYTES,
         max_reply_seconds: float = MAX_REPLY_SECONDS,
     ) -> None:
         self.client = client
         self.mount = mount.strip("/")
         self.store = store
+        # the store's VaultAuth (ensure / handle_rejection), or None: the client's token as is
+        self.auth = auth
         self.address = str(client.adapter.base_uri).rstrip("/")
-        bound_replies(client.adapter.session, max_bytes=max_reply_bytes, max_seconds=max_reply_seconds)
+        bound_replies(client.adapter.session, max_bytes=max_reply_bytes, max_seconds=max_reply_seconds,
+                      path_prefix=f"/v1/{self.mount}/")
 
     @classmethod
     def connect(
@@ -226,12 +233,23 @@ class TransitService:
     ) -> T:
         if not _NAME.fullmatch(name):
             raise KeyMaterialError(f"Transit key name {name[:40]!r}: use letters, digits, '_', '.', '-'")
-        try:
-            return fn()
-        except CONVERTED as exc:
-            failure: BaseException = exc
-        # Converted outside the except block: nothing we raise chains an hvac exception.
-        if isinstance(failure, hvac_errors.Forbidden) and not self._token_alive():
+        failure: BaseException | None = None
+        for attempt in (1, 2):
+            # with the store's auth: log in / renew as due, and after a 403 on a dead token
+            # log in again and retry once (as the store does for KV requests)
+            generation = self.auth.ensure() if self.auth is not None else 0
+            try:
+                return fn()
+            except CONVERTED as exc:
+                failure = exc
+            # Handled outside the except block: nothing we raise chains an hvac exception.
+            rejected = isinstance(failure, hvac_errors.Forbidden | hvac_errors.Unauthorized)
+            if not (rejected and attempt == 1 and self.auth is not None
+                    and self.auth.handle_rejection(generation, failure)):
+                break
+        assert failure is not None
+        # (with the store's auth, handle_rejection has told a dead token from a refusal already)
+        if self.auth is None and isinstance(failure, hvac_errors.Forbidden) and not self._token_alive():
             raise StoreAuthError(self.store, path, f"cannot {action}: the Vault token is invalid, "
                                  "expired or revoked", hint="give rotator a valid token")
         raise self._convert(failure, name=name, path=path, action=action, capability=capability,
@@ -314,7 +332,7 @@ class TransitService:
 
 
 class TransitKey:
-    """One version of a Transit key: a :class:`rotator.signers.base.RemoteKey`."""
+    """One version of a Transit key: a :class:`rotator.keys.remote.base.RemoteKey`."""
 
     def __init__(self, service: TransitService, name: str, version: int, public: rsa.RSAPublicKey) -> None:
         self.service = service

@@ -8,7 +8,7 @@ serialises on its own (the Name, the SubjectPublicKeyInfo, the extension values)
 the key service, wrapped as Certificate (RFC 5280 4.1), then parsed back and verified. No
 private key object exists at any point.
 
-The result is what :func:`rotator.crypto.self_signed_certificate` makes for a PEM key: CN
+The result is what :func:`rotator.keys.crypto.self_signed_certificate` makes for a PEM key: CN
 subject = issuer, a random 159-bit serial, not_before 5 minutes ago, not_after `days` ahead,
 BasicConstraints CA:FALSE (critical), sha256WithRSAEncryption.
 """
@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from rotator.crypto import public_key_der
 from rotator.errors import KeyMaterialError
-from rotator.signers.base import RSA_BITS, RemoteKey
+from rotator.keys.crypto import public_key_der
+from rotator.keys.remote.base import RSA_BITS, RemoteKey
 
 # sha256WithRSAEncryption (1.2.840.113549.1.1.11) with NULL parameters, as RFC 4055 requires.
 _SHA256_RSA = bytes.fromhex("300d06092a864886f70d01010b0500")

@@ -1,4 +1,5 @@
-"""RS256 JWT assertions signed by a key service: the keyless twin of :class:`rotator.crypto.Signer`.
+"""RS256 JWT assertions signed by a key service: the keyless twin of
+:class:`rotator.keys.signer.PemSigner`.
 
 Same interface as the PEM signer (``sign(claims) -> str``, ``algorithm``, ``cert_sha256``), so the
 engine can mint with either. The JWT is assembled here (RFC 7515 compact serialisation:
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from rotator.errors import KeyMaterialError
-from rotator.signers.base import RemoteKey
+from rotator.keys.remote.base import RemoteKey
 
 _HEADER = base64.urlsafe_b64encode(
     json.dumps({"alg": "RS256", "typ": "JWT"}, separators=(",", ":")).encode()

@@ -41,7 +41,7 @@ from rotator.errors import (
     StoreError,
     StoreUnavailable,
 )
-from rotator.signers.base import sha256
+from rotator.keys.remote.base import sha256
 
 RSA_SPECS = {"RSA_2048": 2048, "RSA_3072": 3072, "RSA_4096": 4096}
 ALGORITHM = "RSASSA_PKCS1_V1_5_SHA_256"
@@ -77,23 +77,38 @@ class KmsService:
         endpoint_url: str | None = None,
         store: str = "aws",
         timeout: float = 10.0,
+        profile: str | None = None,
         client: Any = None,
     ) -> None:
         self.store = store
         if client is None:
-            import boto3  # lazily: only credentials that sign with KMS pay for boto3
-            from botocore.config import Config
-
-            client = boto3.client(
-                "kms", region_name=region, endpoint_url=endpoint_url,
-                config=Config(connect_timeout=timeout, read_timeout=timeout,
-                              retries={"mode": "standard", "max_attempts": 2}),
-            )
+            client = self._make_client(region, endpoint_url, timeout, profile)
         self.client = client
         self.address = endpoint_url or f"KMS in {client.meta.region_name}"
 
     def __repr__(self) -> str:
         return f"<KmsService {self.address}>"
+
+    def _make_client(self, region: str | None, endpoint_url: str | None, timeout: float,
+                     profile: str | None) -> Any:
+        try:
+            import boto3  # lazily: only credentials that sign with KMS pay for boto3
+            from botocore.config import Config
+            from botocore.exceptions import BotoCoreError
+        except ImportError:
+            raise StoreError(self.store, "", "signer \"aws-kms\" needs boto3",
+                             hint="install it with pip install 'rotator[aws]'") from None
+        try:
+            session = boto3.session.Session(profile_name=profile, region_name=region)
+            return session.client(
+                "kms", endpoint_url=endpoint_url,
+                config=Config(connect_timeout=timeout, read_timeout=timeout,
+                              retries={"mode": "standard", "max_attempts": 2}),
+            )
+        except BotoCoreError as exc:  # ProfileNotFound, NoRegionError, ...
+            reason = type(exc).__name__
+        raise StoreError(self.store, "", f"cannot make a KMS client ({reason})",
+                         hint="set the store's region (or AWS_REGION) and check its profile")
 
     # ------------------------------------------------------------------ keys
 
@@ -148,6 +163,14 @@ class KmsService:
         if not isinstance(arn, str) or not _KEY_REF.fullmatch(arn):
             raise self._unexpected("(new key)", "CreateKey reply")
         return arn
+
+    def create_alias(self, alias: str, key_arn: str) -> None:
+        """Point `alias` (alias/NAME) at `key_arn`: `keys init` naming an alias that does not exist
+        yet. Needs kms:CreateAlias on the alias and the key (an operator's right, not the daemon's)."""
+        if not re.fullmatch(r"alias/[A-Za-z0-9/_-]{1,250}", alias) or alias.startswith("alias/aws/"):
+            raise KeyMaterialError(f"KMS alias {alias[:60]!r}: use alias/NAME (letters, digits, / _ -)")
+        self._call(lambda: self.client.create_alias(AliasName=alias, TargetKeyId=key_arn),
+                   key_ref=alias, action="kms:CreateAlias", policy=ROLLOVER_POLICY)
 
     def schedule_deletion(self, key_ref: str, *, days: int = 30) -> str:
         """Schedule `key_ref` for deletion after `days` (7..30). Only ever called on an explicit
@@ -276,7 +299,7 @@ class KmsService:
 
 
 class KmsKey:
-    """One KMS key: a :class:`rotator.signers.base.RemoteKey`."""
+    """One KMS key: a :class:`rotator.keys.remote.base.RemoteKey`."""
 
     def __init__(self, service: KmsService, arn: str, public: rsa.RSAPublicKey) -> None:
         self.service = service

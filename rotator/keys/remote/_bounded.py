@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -24,12 +25,18 @@ class ReplyTooSlow(requests.exceptions.Timeout):
     """The reply did not finish within the wall-clock bound."""
 
 
-def bound_replies(session: requests.Session, *, max_bytes: int, max_seconds: float) -> None:
-    """Make every reply on `session` at most `max_bytes` long and `max_seconds` in the reading."""
+def bound_replies(
+    session: requests.Session, *, max_bytes: int, max_seconds: float, path_prefix: str | None = None
+) -> None:
+    """Make every reply on `session` at most `max_bytes` long and `max_seconds` in the reading;
+    with `path_prefix`, only replies to URLs whose path starts with it (a session shared with
+    a store keeps the store's own rules for the store's requests)."""
 
     def hook(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
         if kwargs.get("stream"):
             return response  # a caller that streams bounds its own reads
+        if path_prefix is not None and not urlsplit(response.url or "").path.startswith(path_prefix):
+            return response
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > max_bytes:
             response.close()
@@ -58,6 +65,7 @@ def bound_replies(session: requests.Session, *, max_bytes: int, max_seconds: flo
         response._content_consumed = True
         return response
 
-    hook._rotator_bound = True  # type: ignore[attr-defined]
-    hooks = [h for h in session.hooks.setdefault("response", []) if not getattr(h, "_rotator_bound", False)]
-    session.hooks["response"] = [*hooks, hook]  # one bound per session, the latest wins
+    hook._rotator_bound = path_prefix or True  # type: ignore[attr-defined]
+    hooks = [h for h in session.hooks.setdefault("response", [])
+             if getattr(h, "_rotator_bound", None) != hook._rotator_bound]  # type: ignore[attr-defined]
+    session.hooks["response"] = [*hooks, hook]  # one bound per session and prefix, the latest wins
