@@ -395,7 +395,39 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
             raise ConfigError(f"{where}.token: must differ from key (both are {cred.key})")
         warnings.extend(_rate_warnings(name, cred, stores))
         credentials[name] = cred
+    _check_unique_refs(credentials, stores)
     return Config(daemon, stores, credentials, source, tuple(warnings))
+
+
+_REF_FIELDS = ("key", "token", "publish_certificate")
+
+
+def _check_unique_refs(
+    credentials: Mapping[str, CredentialConfig], stores: Mapping[str, StoreConfig]
+) -> None:
+    """Every record rotator writes has one owner: a token ref equal to another credential's key
+    ref would overwrite that key with a token (issue 15). The same for publish targets, and
+    for a publish_file that is a file store's record."""
+    seen: dict[object, str] = {}
+    for name, cred in credentials.items():
+        owned: list[tuple[object, str]] = [
+            (("ref", str(ref)), attr) for attr in _REF_FIELDS
+            if (ref := getattr(cred, attr)) is not None
+        ]
+        if cred.publish_file is not None:
+            owned.append((("file", os.path.normpath(cred.publish_file)), "publish_file"))
+        for attr in _REF_FIELDS:  # a file store's record, as the file it is
+            ref = getattr(cred, attr)
+            store = stores.get(ref.store) if ref is not None else None
+            if ref is not None and isinstance(store, FileStoreConfig):
+                owned.append((("file", os.path.normpath(store.path / f"{ref.path}.json")), attr))
+        for key, attr in owned:
+            where = f"credentials.{name}.{attr}"
+            other = seen.get(key)
+            if other is not None and other != where:
+                raise ConfigError(f"{where}: same record as {other} ({key[1]}); every key, token "
+                                  "and publish target needs a ref (or file) of its own")
+            seen[key] = where
 
 
 def _rate_warnings(
