@@ -19,6 +19,7 @@ somewhere else to catch that.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rotator.errors import InputError
-from rotator.fsutil import make_private_dirs
+from rotator.fsutil import file_problem, make_private_dirs, trusted_dir_problem
 
 GENESIS = "0" * 64
 ANCHOR = "audit.anchor"
@@ -95,6 +96,10 @@ class AuditFile:
 
     def check(self) -> None:
         """Open (creating it, with its anchor) now, so a bad path fails before any work."""
+        problem = trusted_dir_problem(self.path.parent)
+        if problem is not None:
+            raise InputError(f"{self.path}: refusing the audit log: {problem}",
+                             hint="another user could replace or cut it there")
         try:
             make_private_dirs(self.path.parent)
             with self._locked() as fd:
@@ -117,7 +122,7 @@ class AuditFile:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[int]:
         with self._lock:
-            lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX)
                 fd = self._open()
@@ -129,7 +134,13 @@ class AuditFile:
                 os.close(lock_fd)  # releases the flock
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """The audit file, never through a symlink, and only if it is ours."""
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        problem = file_problem(os.fstat(fd), self.path)
+        if problem is not None:
+            os.close(fd)
+            raise OSError(errno.EPERM, f"refusing it: {problem}")
+        return fd
 
     def _ready(self, fd: int) -> _Tail:
         """The tail to chain onto, starting the file (anchor) or moving a broken one aside."""

@@ -15,6 +15,7 @@ from rotator.config import Config, load_config, resolve_config_path
 from rotator.crypto import cert_info, load_certificate
 from rotator.engine import Engine
 from rotator.errors import InputError, RecordError, RotatorError, UsageError
+from rotator.fsutil import trusted_dir_problem
 from rotator.keys import import_key_record, init_key_record
 
 
@@ -53,7 +54,11 @@ def check(args: argparse.Namespace) -> int:
     audit_log = config.daemon.audit_log
     if audit_log is not None:
         folder = next((p for p in (audit_log.parent, *audit_log.parents) if p.exists()), None)
-        if folder is None or not os.access(folder, os.W_OK | os.X_OK):
+        untrusted = trusted_dir_problem(audit_log.parent)
+        if untrusted is not None:
+            failures += 1
+            print(f"audit_log: FAILED {untrusted}")
+        elif folder is None or not os.access(folder, os.W_OK | os.X_OK):
             failures += 1
             print(f"audit_log: FAILED {audit_log} cannot be created or appended to")
         else:

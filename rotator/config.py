@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -345,7 +345,22 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
-    return parse_config(raw, base_dir=path.parent.resolve(), source=path)
+    config = parse_config(raw, base_dir=path.parent.resolve(), source=path)
+    warning = _writable_by_others(path)
+    if warning is not None:
+        config = replace(config, warnings=(*config.warnings, warning))
+    return config
+
+
+def _writable_by_others(path: Path) -> str | None:
+    """A config another user can edit can point rotator's tokens anywhere: say so."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if mode & 0o022:
+        return f"{path}: the config file is writable by group/others (chmod go-w {path})"
+    return None
 
 
 def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None = None) -> Config:
