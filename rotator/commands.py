@@ -232,14 +232,30 @@ def audit_command(args: argparse.Namespace) -> int:
     if args.audit_command == "hash":
         from rotator.audit_hash import cli_fingerprint
 
+        if args.value != "-":  # a token in argv is readable by every user in /proc/<pid>/cmdline
+            raise UsageError("audit hash: pass - and the token on stdin, never the token itself",
+                             hint="printf '%s\\n' \"$TOKEN\" | rotator audit hash -")
         if args.config or _config_exists():
             load(args)
-        value = sys.stdin.readline().strip() if args.value == "-" else args.value
-        print(cli_fingerprint(value))
+        print(cli_fingerprint(sys.stdin.readline().strip()))
         return 0
     from rotator.audit_chain import verify_files
 
-    return verify_files(args.files)
+    return verify_files(args.files, key=_verify_key(args), expect_head=args.expect_head,
+                        allow_unkeyed=args.allow_unkeyed)
+
+
+def _verify_key(args: argparse.Namespace) -> bytes | None:
+    """The installation key for `audit verify`: --key-file, else the one the config names.
+    Read only: verify never creates a key."""
+    from rotator.audit_hash import key_path_for, read_key_file
+
+    if args.key_file is not None:
+        return read_key_file(args.key_file)
+    if not (args.config or _config_exists()):
+        return None
+    path = key_path_for(load(args, read_only=True).daemon)
+    return read_key_file(path) if path is not None and path.exists() else None
 
 
 def _config_exists() -> bool:

@@ -82,12 +82,12 @@ def test_root_owned_by_another_user_is_refused(root: Path) -> None:
 def test_world_writable_parent_is_refused_unless_sticky_and_root_owned(tmp_path: Path) -> None:
     parent = tmp_path / "shared"
     parent.mkdir()
-    os.chmod(parent, 0o777)
+    os.chmod(parent, 0o777)  # noqa: S103 - the attack under test
     store = FileStore("local", parent / "root")
     with pytest.raises(StoreError) as err:
         store.check()
     assert str(parent) in err.value.diagnostics()
-    os.chmod(parent, 0o1777)  # like /tmp: others cannot rename or delete our entries
+    os.chmod(parent, 0o1777)  # noqa: S103 - like /tmp: others cannot rename or delete our entries
     store.check()
     store.write("t", {"x": 1}, expected_version=None)
 
@@ -124,7 +124,7 @@ def test_audit_file_symlink_is_refused(tmp_path: Path) -> None:
 def test_audit_directory_writable_by_others_is_refused(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
-    os.chmod(logs, 0o777)
+    os.chmod(logs, 0o777)  # noqa: S103 - the attack under test
     with pytest.raises(InputError) as err:
         AuditFile(logs / "audit.jsonl", max_bytes=1 << 20).check()
     assert str(logs) in str(err.value)
@@ -144,6 +144,6 @@ def test_config_writable_by_others_warns(tmp_path: Path) -> None:
     path = write_config(tmp_path / "r.toml", login_url="http://127.0.0.1:1")
     os.chmod(path, 0o600)
     assert not [w for w in load_config(path).warnings if "writable" in w]
-    os.chmod(path, 0o666)
+    os.chmod(path, 0o666)  # noqa: S103 - the attack under test
     warnings = [w for w in load_config(path).warnings if "writable" in w]
     assert len(warnings) == 1 and str(path) in warnings[0] and "\n" not in warnings[0]
