@@ -31,10 +31,10 @@ from rotator.errors import ConfigError
 from rotator.urls import check_url
 
 DEFAULT_CONFIG_PATH = Path("/etc/rotator/rotator.toml")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # fullmatch: `$` would accept a "\n"
 # Store paths: what Vault, Secrets Manager and a file system all accept, and nothing that
 # could climb out of a file store's root.
-PATH_PATTERN = re.compile(r"^[A-Za-z0-9_+=@.-]+(/[A-Za-z0-9_+=@.-]+)*$")
+PATH_PATTERN = re.compile(r"[A-Za-z0-9_+=@.-]+(/[A-Za-z0-9_+=@.-]+)*")  # fullmatch, as above
 MAX_DURATION_SECONDS = 10 * 365 * 86400.0  # what parse_duration allows for "90s"-style strings
 
 
@@ -77,7 +77,7 @@ def parse_ref(value: Any) -> Ref:
     if not isinstance(value, str) or ":" not in value:
         raise ValueError("expected STORE:PATH, e.g. \"vault:salesforce/prod/signing-key\"")
     store, _, path = value.partition(":")
-    if not NAME_PATTERN.match(store):
+    if not NAME_PATTERN.fullmatch(store):
         raise ValueError(f"{store!r} is not a store name")
     check_store_path(path)
     return Ref(store, path)
@@ -90,7 +90,7 @@ def check_store_path(path: str) -> str:
         raise ValueError(f"{path!r} is absolute; store paths are relative to the store")
     if any(part in ("..", ".") for part in path.split("/")):
         raise ValueError(f"{path!r} contains '.' or '..'; store paths cannot leave the store")
-    if len(path) > 512 or not PATH_PATTERN.match(path):
+    if len(path) > 512 or not PATH_PATTERN.fullmatch(path):
         raise ValueError(
             f"{path!r} has characters a store path cannot have "
             "(allowed: letters, digits, / _ + = @ . -)"
@@ -472,7 +472,7 @@ def _as_table(value: Any, where: str) -> dict[str, Any]:
 
 
 def _check_name(name: str, where: str) -> None:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: names use letters, digits, '_', '.', '-' (max 128)")
 
 

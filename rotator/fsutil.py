@@ -11,6 +11,11 @@ def make_private_dirs(directory: Path) -> None:
     """`mkdir -p` where each directory created is 0700. (`Path.mkdir(parents=True, mode=...)`
     gives the missing parents the umask's default mode instead: 0777 under `umask 000`.)
     Directories that exist already are left as they are."""
+    make_dirs(directory, 0o700)
+
+
+def make_dirs(directory: Path, mode: int) -> None:
+    """`mkdir -p` where each directory created gets exactly `mode`, whatever the umask."""
     missing = []
     for folder in (directory, *directory.parents):
         if folder.exists():
@@ -18,10 +23,10 @@ def make_private_dirs(directory: Path) -> None:
         missing.append(folder)
     for folder in reversed(missing):
         try:
-            folder.mkdir(mode=0o700)
+            folder.mkdir(mode=mode)
         except FileExistsError:
             continue  # made meanwhile by someone else: theirs
-        os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
+        os.chmod(folder, mode)  # mkdir's mode is filtered by the umask
 
 
 # ---------------------------------------------------------------------------- trust

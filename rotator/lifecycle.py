@@ -55,6 +55,7 @@ from rotator.errors import (
     StoreError,
     TokenRejected,
 )
+from rotator.fsutil import make_dirs
 from rotator.records import KeyPair, KeyRecord, TokenRecord
 
 if TYPE_CHECKING:
@@ -330,6 +331,12 @@ def discard(engine: Engine, name: str, *, sha256: str, via: str) -> tuple[KeyRec
     result = _update(engine, name, change)
     if result is None:
         return None
+    # The record written before this one held the discarded key: the file store keeps it as
+    # `.prev`; drop it. (Vault and AWS keep their own version history: docs/key-rotation.md.)
+    ref = engine.config.credential(name).key
+    drop_previous = getattr(engine.stores[ref.store], "drop_previous", None)
+    if drop_previous is not None:
+        drop_previous(ref.path)
     withdrawn = _withdraw(engine, name, sha256)
     audit.emit("key.discarded", credential=name, key_sha256=sha256, via=via,
                version=result[1], withdrawn=withdrawn)
@@ -415,7 +422,7 @@ def _publish_file(path: Path, pem: str) -> dict[str, Any]:
     """Atomic replace; 0644, since a certificate is public and pipelines read it."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent, 0o755)  # never the umask's 0777: others could swap the file
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(pem)
