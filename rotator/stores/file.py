@@ -229,11 +229,15 @@ class FileStore:
             if exc.errno == errno.ELOOP:
                 raise StoreError(self.name, path, f"{name} is a symlink; refusing to follow it") from None
             raise
-        with os.fdopen(fd, "rb") as handle:
-            problem = file_problem(os.fstat(handle.fileno()), name)
-            if problem is not None:
-                raise StoreAccessDenied(self.name, path, f"refusing an untrusted record: {problem}")
-            return handle.read(MAX_RECORD_BYTES + 1)
+        try:
+            problem = file_problem(os.fstat(fd), name)
+        except BaseException:
+            os.close(fd)
+            raise
+        if problem is not None:
+            os.close(fd)
+            raise StoreAccessDenied(self.name, path, f"refusing an untrusted record: {problem}")
+        return _read_capped(fd)
 
     def _version(self, raw: bytes) -> str:
         assert self._key is not None  # loaded when the root was opened
@@ -253,6 +257,12 @@ class FileStore:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
             return StoreUnavailable(self.name, path, f"cannot {action}: {exc.strerror}")
         return StoreError(self.name, path, f"cannot {action}: {exc.strerror}")
+
+
+def _read_capped(fd: int) -> bytes:
+    """Read (and close) an opened record, one byte past the cap so an oversize one is seen."""
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(MAX_RECORD_BYTES + 1)
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
