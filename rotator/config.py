@@ -369,7 +369,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         first = sorted(unknown)[0]
         raise ConfigError(f"{first}: unknown section", hint="allowed: daemon, stores, credentials")
     daemon = _validate(DaemonConfig, _table(raw, "daemon"), "daemon")
-    daemon = _resolve_paths(daemon, base_dir, ("audit_log", "audit_hmac_key_file", "state_dir"))
+    daemon = _resolve_paths(daemon, base_dir, ("audit_log", "audit_hmac_key_file", "state_dir"), "daemon")
 
     stores: dict[str, StoreConfig] = {}
     for name, body in _table(raw, "stores").items():
@@ -382,11 +382,12 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
             raise ConfigError(f"{where}.type: expected one of file, vault, aws (got {kind!r})")
         store = _validate(model, body, where)
         if isinstance(store, FileStoreConfig):
-            store = _resolve_paths(store, base_dir, ("path",))
+            store = _resolve_paths(store, base_dir, ("path",), where)
         elif isinstance(store, VaultStoreConfig):
-            store = _resolve_paths(store, base_dir, ("ca_cert",))
+            store = _resolve_paths(store, base_dir, ("ca_cert",), where)
             auth = _resolve_paths(
-                store.auth, base_dir, ("token_file", "role_id_file", "secret_id_file", "jwt_file")
+                store.auth, base_dir, ("token_file", "role_id_file", "secret_id_file", "jwt_file"),
+                f"{where}.auth",
             )
             store = store.model_copy(update={"auth": auth})
         stores[name] = store  # type: ignore[assignment]
@@ -397,7 +398,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         where = f"credentials.{name}"
         _check_name(name, where)
         cred = _validate(CredentialConfig, _as_table(body, where), where)
-        cred = _resolve_paths(cred, base_dir, ("publish_file",))
+        cred = _resolve_paths(cred, base_dir, ("publish_file",), where)
         for attr in ("key", "token", "publish_certificate"):
             ref = getattr(cred, attr)
             if ref is not None and ref.store not in stores:
@@ -476,10 +477,15 @@ def _check_name(name: str, where: str) -> None:
         raise ConfigError(f"{where}: names use letters, digits, '_', '.', '-' (max 128)")
 
 
-def _resolve_paths(model: Any, base: Path, attrs: tuple[str, ...]) -> Any:
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _resolve_paths(model: Any, base: Path, attrs: tuple[str, ...], where: str) -> Any:
     update = {}
     for attr in attrs:
         value = getattr(model, attr)
+        if isinstance(value, Path) and _CONTROL.search(str(value)):
+            raise ConfigError(f"{where}.{attr}: the path has a control character (a trailing newline?)")
         if isinstance(value, Path) and not value.is_absolute():
             update[attr] = base / value
     return model.model_copy(update=update) if update else model

@@ -45,6 +45,19 @@ def test_names_with_a_trailing_newline_are_refused(tmp_path: Path) -> None:
         load_config(path)
 
 
+@pytest.mark.parametrize(("section", "field"), [
+    ("daemon", {"audit_log": "audit.jsonl\n"}),
+    ("credential", {"publish_file": "sf.crt\n"}),
+])
+def test_file_paths_with_a_trailing_newline_are_refused(tmp_path: Path, section: str,
+                                                          field: dict[str, str]) -> None:
+    kwargs: dict[str, Any] = {"daemon": field} if section == "daemon" else {"credentials": {"sf": field}}
+    path = write_config(tmp_path / "r.toml", login_url="http://127.0.0.1:1", **kwargs)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert next(iter(field)) in str(err.value) and "\n" not in str(err.value)
+
+
 # ---------------------------------------------------------------------------- publish_file
 
 
