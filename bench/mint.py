@@ -46,15 +46,14 @@ def _engine(workdir: Path) -> Any:
     from rotator.engine import Engine
 
     generic = {"provider": "jwt-bearer", "client_id": client_id(0), "username": USERNAME,
-               "token_url": "https://auth.example.com/oauth2/token",
-               "key": "local:k", "token": "local:t"}
+               "token_url": "https://auth.example.com/oauth2/token"}
     raw = {
         "stores": {"local": {"type": "file", "path": str(workdir)}},
-        "credentials": {
+        "credentials": {  # every credential owns its refs (config refuses a shared one)
             "sf": {"provider": "salesforce", "client_id": client_id(0), "username": USERNAME,
-                   "login_url": AUDIENCE, "key": "local:k", "token": "local:t"},
-            "ps": {**generic, "algorithm": "PS256"},
-            "es": {**generic, "algorithm": "ES256"},
+                   "login_url": AUDIENCE, "key": "local:sf/k", "token": "local:sf/t"},
+            "ps": {**generic, "algorithm": "PS256", "key": "local:ps/k", "token": "local:ps/t"},
+            "es": {**generic, "algorithm": "ES256", "key": "local:es/k", "token": "local:es/t"},
         },
     }
     return Engine(parse_config(raw, base_dir=workdir))

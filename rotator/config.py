@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,10 +32,10 @@ from rotator.errors import ConfigError
 from rotator.urls import check_url
 
 DEFAULT_CONFIG_PATH = Path("/etc/rotator/rotator.toml")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # fullmatch: `$` would accept a "\n"
 # Store paths: what Vault, Secrets Manager and a file system all accept, and nothing that
 # could climb out of a file store's root.
-PATH_PATTERN = re.compile(r"^[A-Za-z0-9_+=@.-]+(/[A-Za-z0-9_+=@.-]+)*$")
+PATH_PATTERN = re.compile(r"[A-Za-z0-9_+=@.-]+(/[A-Za-z0-9_+=@.-]+)*")  # fullmatch, as above
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 HOST_PATTERN = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*\Z")
 MAX_DURATION_SECONDS = 10 * 365 * 86400.0  # what parse_duration allows for "90s"-style strings
@@ -88,7 +88,7 @@ def parse_ref(value: Any) -> Ref:
     if not isinstance(value, str) or ":" not in value:
         raise ValueError("expected STORE:PATH, e.g. \"vault:salesforce/prod/signing-key\"")
     store, _, path = value.partition(":")
-    if not NAME_PATTERN.match(store):
+    if not NAME_PATTERN.fullmatch(store):
         raise ValueError(f"{store!r} is not a store name")
     check_store_path(path)
     return Ref(store, path)
@@ -101,7 +101,7 @@ def check_store_path(path: str) -> str:
         raise ValueError(f"{path!r} is absolute; store paths are relative to the store")
     if any(part in ("..", ".") for part in path.split("/")):
         raise ValueError(f"{path!r} contains '.' or '..'; store paths cannot leave the store")
-    if len(path) > 512 or not PATH_PATTERN.match(path):
+    if len(path) > 512 or not PATH_PATTERN.fullmatch(path):
         raise ValueError(
             f"{path!r} has characters a store path cannot have "
             "(allowed: letters, digits, / _ + = @ . -)"
@@ -408,7 +408,22 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
-    return parse_config(raw, base_dir=path.parent.resolve(), source=path)
+    config = parse_config(raw, base_dir=path.parent.resolve(), source=path)
+    warning = _writable_by_others(path)
+    if warning is not None:
+        config = replace(config, warnings=(*config.warnings, warning))
+    return config
+
+
+def _writable_by_others(path: Path) -> str | None:
+    """A config another user can edit can point rotator's tokens anywhere: say so."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if mode & 0o022:
+        return f"{path}: the config file is writable by group/others (chmod go-w {path})"
+    return None
 
 
 def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None = None) -> Config:
@@ -418,7 +433,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         raise ConfigError(f"{first}: unknown section", hint="allowed: daemon, stores, credentials")
     daemon = _validate(DaemonConfig, _table(raw, "daemon"), "daemon")
     daemon = _resolve_paths(
-        daemon, base_dir, ("audit_log", "audit_hmac_key_file", "state_dir", "metrics_token_file")
+        daemon, base_dir, ("audit_log", "audit_hmac_key_file", "state_dir", "metrics_token_file"), "daemon"
     )
 
     stores: dict[str, StoreConfig] = {}
@@ -432,11 +447,12 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
             raise ConfigError(f"{where}.type: expected one of file, vault, aws (got {kind!r})")
         store = _validate(model, body, where)
         if isinstance(store, FileStoreConfig):
-            store = _resolve_paths(store, base_dir, ("path",))
+            store = _resolve_paths(store, base_dir, ("path",), where)
         elif isinstance(store, VaultStoreConfig):
-            store = _resolve_paths(store, base_dir, ("ca_cert",))
+            store = _resolve_paths(store, base_dir, ("ca_cert",), where)
             auth = _resolve_paths(
-                store.auth, base_dir, ("token_file", "role_id_file", "secret_id_file", "jwt_file")
+                store.auth, base_dir, ("token_file", "role_id_file", "secret_id_file", "jwt_file"),
+                f"{where}.auth",
             )
             store = store.model_copy(update={"auth": auth})
         stores[name] = store  # type: ignore[assignment]
@@ -447,7 +463,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         where = f"credentials.{name}"
         _check_name(name, where)
         cred = _validate(CredentialConfig, _as_table(body, where), where)
-        cred = _resolve_paths(cred, base_dir, ("publish_file",))
+        cred = _resolve_paths(cred, base_dir, ("publish_file",), where)
         for attr in ("key", "token", "publish_certificate"):
             ref = getattr(cred, attr)
             if ref is not None and ref.store not in stores:
@@ -461,6 +477,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
             raise ConfigError(f"{where}.token: must differ from key (both are {cred.key})")
         warnings.extend(_rate_warnings(name, cred, stores))
         credentials[name] = cred
+    _check_unique_refs(credentials, stores)
     return Config(daemon, stores, credentials, source, tuple(warnings))
 
 
@@ -500,6 +517,37 @@ def _check_signer(name: str, cred: CredentialConfig, stores: Mapping[str, StoreC
             raise ConfigError(f"{where}: {ref.path[:60]!r} is not a KMS key id, alias/NAME or key ARN")
 
 
+_REF_FIELDS = ("key", "token", "publish_certificate")
+
+
+def _check_unique_refs(
+    credentials: Mapping[str, CredentialConfig], stores: Mapping[str, StoreConfig]
+) -> None:
+    """Every record rotator writes has one owner: a token ref equal to another credential's key
+    ref would overwrite that key with a token (issue 15). The same for publish targets, and
+    for a publish_file that is a file store's record."""
+    seen: dict[object, str] = {}
+    for name, cred in credentials.items():
+        owned: list[tuple[object, str]] = [
+            (("ref", str(ref)), attr) for attr in _REF_FIELDS
+            if (ref := getattr(cred, attr)) is not None
+        ]
+        if cred.publish_file is not None:
+            owned.append((("file", os.path.normpath(cred.publish_file)), "publish_file"))
+        for attr in _REF_FIELDS:  # a file store's record, as the file it is
+            ref = getattr(cred, attr)
+            store = stores.get(ref.store) if ref is not None else None
+            if ref is not None and isinstance(store, FileStoreConfig):
+                owned.append((("file", os.path.normpath(store.path / f"{ref.path}.json")), attr))
+        for key, attr in owned:
+            where = f"credentials.{name}.{attr}"
+            other = seen.get(key)
+            if other is not None and other != where:
+                raise ConfigError(f"{where}: same record as {other} ({key[1]}); every key, token "
+                                  "and publish target needs a ref (or file) of its own")
+            seen[key] = where
+
+
 def _rate_warnings(
     name: str, cred: CredentialConfig, stores: Mapping[str, StoreConfig]
 ) -> list[str]:
@@ -527,14 +575,19 @@ def _as_table(value: Any, where: str) -> dict[str, Any]:
 
 
 def _check_name(name: str, where: str) -> None:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: names use letters, digits, '_', '.', '-' (max 128)")
 
 
-def _resolve_paths(model: Any, base: Path, attrs: tuple[str, ...]) -> Any:
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _resolve_paths(model: Any, base: Path, attrs: tuple[str, ...], where: str) -> Any:
     update = {}
     for attr in attrs:
         value = getattr(model, attr)
+        if isinstance(value, Path) and _CONTROL.search(str(value)):
+            raise ConfigError(f"{where}.{attr}: the path has a control character (a trailing newline?)")
         if isinstance(value, Path) and not value.is_absolute():
             update[attr] = base / value
     return model.model_copy(update=update) if update else model

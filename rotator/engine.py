@@ -157,6 +157,7 @@ class Engine:
         loaded = cred.keys.load_pair(keyrec.current, "current", key_record.version)
         self._step(name, "key-loaded")
         token, token_record = _read_token(cred)
+        _refuse_key_material(cred.config, token_record)
         keys = lifecycle.prepare(cred.keys, keyrec, loaded, token, dry_run=dry_run)
         loaded = keys.current
         if not force and not dry_run:
@@ -263,6 +264,13 @@ def _read_token(cred: Credential) -> tuple[TokenRecord | None, Record | None]:
 
 def _unreadable(name: str, exc: RecordError) -> None:
     audit.emit("token.unreadable", credential=name, level="warning", diagnosis=exc.diagnostics())
+
+
+def _refuse_key_material(cred: CredentialConfig, record: Record | None) -> None:
+    """Never overwrite a key or certificate with a token (a token ref shared with a key)."""
+    if record is not None and ({"private_key", "certificate"} & set(record.data)):
+        raise RecordError(str(cred.token), "holds key material (private_key/certificate), not a "
+                          "token; refusing to overwrite it: give the token a ref of its own")
 
 
 def _with_duration(result: RotationResult, seconds: float) -> RotationResult:

@@ -157,7 +157,7 @@ def test_rotation_scenario_events_fit_the_catalogue(run_cli, endpoint, tmp_path:
     streamed = [json.loads(x) for r in runs for x in r.err.splitlines() if x.startswith("{")]
     assert {e["event"] for e in streamed} >= {"rotation.succeeded", "rotation.failed"}
     assert [p for e in streamed for p in events.validate(e)] == []
-    assert verify([tmp_path / "audit.jsonl"]).ok
+    assert verify([tmp_path / "audit.jsonl"], key=(tmp_path / "audit-hmac.key").read_bytes()).ok
 
 
 @pytest.mark.parametrize("name", sorted(OWNERS_ELSEWHERE))
@@ -355,11 +355,11 @@ def test_write_failure_marks_the_stream_line_and_does_not_raise(tmp_path: Path) 
     ({"audit_hmac_key_file": "k/explicit.key", "state_dir": "s", "audit_log": "l/a.jsonl"},
      "k/explicit.key"),
     ({"state_dir": "s", "audit_log": "l/a.jsonl"}, "s/audit-hmac.key"),
-    ({"audit_log": "l/a.jsonl"}, "l/a.jsonl.hmac-key"),
+    ({"audit_log": "l/a.jsonl"}, "l/a-hmac.key"),
     ({}, None),
 ])
 def test_hmac_key_fallback_order(tmp_path: Path, settings: dict[str, str], expected: str | None) -> None:
-    """Key file: audit_hmac_key_file, else state_dir/audit-hmac.key, else <audit_log>.hmac-key."""
+    """Key file: audit_hmac_key_file, else state_dir/audit-hmac.key, else <audit_log stem>-hmac.key."""
     daemon = DaemonConfig(**{k: tmp_path / v for k, v in settings.items()})
     audit.use_settings(daemon)
     if expected is None:

@@ -1,4 +1,6 @@
-"""The audit file's hash chain: appending under a lock, rotation, and `rotator audit verify`."""
+"""The audit file's hash chain: appending under a lock, rotation, and `rotator audit verify`.
+
+Every chain here is keyed (HMAC under KEY), as a configured daemon writes it."""
 
 from __future__ import annotations
 
@@ -15,8 +17,16 @@ from pathlib import Path
 import pytest
 
 from rotator.audit import pipeline as audit
-from rotator.audit.chain import GENESIS, AuditFile, line_hash, verify, verify_files
+from rotator.audit.chain import GENESIS, AuditFile, line_mac, verify, verify_files
 from tests.conftest import rotator_subprocess_env
+
+KEY = b"test-installation-key-0123456789"
+
+
+def line_hash(line: bytes) -> str:
+    """The keyed chain's link to `line`."""
+    return line_mac(KEY, line)
+
 
 WRITER = """
 import os, sys, time
@@ -24,7 +34,7 @@ from pathlib import Path
 from rotator.audit import pipeline as audit
 path, max_bytes, count, tag, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 audit.configure(stream=open(os.devnull, "w"))
-audit.use_audit_file(Path(path), max_bytes=max_bytes)
+audit.use_audit_file(Path(path), max_bytes=max_bytes, key=b"test-installation-key-0123456789")
 Path(go + "." + tag).touch()
 while not os.path.exists(go):
     time.sleep(0.001)
@@ -43,11 +53,20 @@ def _fresh_pipeline() -> Iterator[None]:
 
 def write_events(path: Path, count: int, *, max_bytes: int = 1 << 20) -> list[bytes]:
     """`count` events through the real pipeline into `path`; returns the file's lines."""
-    audit.use_audit_file(path, max_bytes=max_bytes)
+    audit.use_audit_file(path, max_bytes=max_bytes, key=KEY)
     for index in range(count):
         audit.emit("config.warning", level="warning", warning=f"warning number {index}")
     audit.configure(stream=io.StringIO())
     return path.read_bytes().splitlines()
+
+
+def key_file(directory: Path) -> Path:
+    """KEY as an installation key file (0600), for `rotator audit verify --key-file`."""
+    path = directory / "test-hmac.key"
+    if not path.exists():
+        path.write_bytes(KEY)
+        path.chmod(0o600)
+    return path
 
 
 def rewrite(path: Path, lines: list[bytes]) -> None:
@@ -62,7 +81,7 @@ def rotated(path: Path) -> list[Path]:
 
 def check(paths: list[Path]) -> tuple[int, str]:
     out = io.StringIO()
-    code = verify_files(paths, out=out)
+    code = verify_files(paths, out=out, key=KEY)
     return code, out.getvalue().strip()
 
 
@@ -90,7 +109,7 @@ def test_restart_continues_the_chain_from_the_last_line(tmp_path: Path) -> None:
     assert sum(b'"audit.anchor"' in line for line in lines) == 1
     assert json.loads(lines[len(first)])["prev"] == line_hash(first[-1])
     assert check([path]) == (0, f"ok: 5 lines, chain {json.loads(first[0])['chain']}, "
-                                f"head {line_hash(lines[-1])}")
+                                f"head {line_hash(lines[-1])}, keyed")
 
 
 def test_rotation_keeps_five_files_and_chains_across_them(tmp_path: Path) -> None:
@@ -112,7 +131,7 @@ def test_rotation_keeps_five_files_and_chains_across_them(tmp_path: Path) -> Non
 def test_external_move_continues_the_chain(tmp_path: Path) -> None:
     """A file moved away by logrotate is followed by one whose anchor continues the chain."""
     path = tmp_path / "audit.jsonl"
-    audit.use_audit_file(path, max_bytes=1 << 20)
+    audit.use_audit_file(path, max_bytes=1 << 20, key=KEY)
     audit.emit("config.warning", warning="one")
     path.rename(tmp_path / "audit.jsonl.1")
     audit.emit("config.warning", warning="two")
@@ -136,7 +155,7 @@ def test_torn_last_line_is_moved_aside_and_reported(tmp_path: Path) -> None:
 def test_threads_share_one_chain(tmp_path: Path) -> None:
     """Eight threads emitting at once leave one unbroken chain with every line in it."""
     path = tmp_path / "audit.jsonl"
-    audit.use_audit_file(path, max_bytes=1 << 20)
+    audit.use_audit_file(path, max_bytes=1 << 20, key=KEY)
 
     def work(tag: int) -> None:
         for index in range(25):
@@ -201,7 +220,7 @@ def chained(tmp_path: Path) -> tuple[Path, list[bytes]]:
 def test_verify_passes_an_untouched_file(run_cli, chained: tuple[Path, list[bytes]]) -> None:
     """`rotator audit verify FILE` on the file as written: exit 0, `ok: N lines, chain <id>`."""
     path, lines = chained
-    result = run_cli("audit", "verify", path)
+    result = run_cli("audit", "verify", "--key-file", key_file(path.parent), path)
     chain = json.loads(lines[0])["chain"]
     assert result.code == 0
     assert result.out.startswith(f"ok: 10 lines, chain {chain}, head {line_hash(lines[-1])}")
@@ -212,7 +231,7 @@ def test_verify_pinpoints_an_edited_line(run_cli, chained: tuple[Path, list[byte
     path, lines = chained
     lines[4] = lines[4].replace(b"warning number 3", b"warning number 8")
     rewrite(path, lines)
-    result = run_cli("audit", "verify", path)
+    result = run_cli("audit", "verify", "--key-file", key_file(path.parent), path)
     assert result.code == 1
     assert result.out.strip() == f"{path}:5: changed (its hash no longer matches the next line's prev)"
 
@@ -232,7 +251,7 @@ def test_verify_pinpoints_a_deleted_line(run_cli, chained: tuple[Path, list[byte
     path, lines = chained
     del lines[4]
     rewrite(path, lines)
-    result = run_cli("audit", "verify", path)
+    result = run_cli("audit", "verify", "--key-file", key_file(path.parent), path)
     assert (result.code, result.out.strip()) == (1, f"{path}:5: 1 line removed before this line")
 
 
@@ -241,7 +260,7 @@ def test_verify_pinpoints_swapped_lines(run_cli, chained: tuple[Path, list[bytes
     path, lines = chained
     lines[4], lines[5] = lines[5], lines[4]
     rewrite(path, lines)
-    result = run_cli("audit", "verify", path)
+    result = run_cli("audit", "verify", "--key-file", key_file(path.parent), path)
     assert (result.code, result.out.strip()) == (1, f"{path}:5: out of order (it belongs after {path}:6)")
 
 
@@ -255,9 +274,9 @@ def test_verify_catches_a_removed_anchor(chained: tuple[Path, list[bytes]]) -> N
 def test_cut_tail_changes_only_the_head(chained: tuple[Path, list[bytes]]) -> None:
     """Lines cut from the end leave a valid chain: only the recorded head shows it (documented)."""
     path, lines = chained
-    head = verify([path]).head
+    head = verify([path], key=KEY).head
     rewrite(path, lines[:-2])
-    verdict = verify([path])
+    verdict = verify([path], key=KEY)
     assert verdict.ok and verdict.head != head and verdict.head == line_hash(lines[-3])
 
 
@@ -285,19 +304,19 @@ def test_verify_refuses_a_non_audit_file(run_cli, tmp_path: Path) -> None:
     """A file with no chained lines is bad input: one line on stderr, exit 2; a missing one too."""
     notes = tmp_path / "notes.jsonl"
     notes.write_text('{"event": "x"}\nplain text\n')
-    result = run_cli("audit", "verify", notes)
+    result = run_cli("audit", "verify", "--key-file", key_file(tmp_path), notes)
     assert result.code == 2 and result.out == ""
     assert result.err.strip() == (f"rotator: error: {notes}: not a rotator audit log (no hash-chained "
                                   "JSON lines) (give the file daemon.audit_log names, and its rotated "
                                   "copies)")
-    missing = run_cli("audit", "verify", tmp_path / "nope.jsonl")
+    missing = run_cli("audit", "verify", "--key-file", key_file(tmp_path), tmp_path / "nope.jsonl")
     assert missing.code == 2 and "nope.jsonl: no such file" in missing.err
 
 
 def test_verify_reports_an_emptied_file_as_tampering(tmp_path: Path) -> None:
     """An audit file is never empty (its anchor is written on open): empty means truncated, exit 1."""
     empty = tmp_path / "audit.jsonl"
-    AuditFile(empty, max_bytes=1 << 20).check()
+    AuditFile(empty, max_bytes=1 << 20, key=KEY).check()
     assert check([empty])[1].startswith("ok: 1 lines")
     empty.write_bytes(b"")
     assert check([empty]) == (1, f"{empty}:1: empty file: an audit log starts with an audit.anchor "

@@ -34,6 +34,6 @@ def test_demo_audit_trail_verifies(tmp_path: Path) -> None:
     """The demo's audit file is hash-chained: `rotator audit verify` accepts it."""
     demo_dir = tmp_path / "demo"
     assert run_rotator("demo", "--duration", "1", "--every", "1s", "--dir", demo_dir).returncode == 0
-    verified = run_rotator("audit", "verify", demo_dir / "audit.jsonl")
+    verified = run_rotator("--config", demo_dir / "rotator.toml", "audit", "verify", demo_dir / "audit.jsonl")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.startswith("ok: ")

@@ -40,5 +40,5 @@ def test_large_fleet_rotates_in_order_with_a_valid_audit_chain(run_cli, endpoint
     tokens = {json.loads((tmp_path / "store" / n / "token.json").read_text())["access_token"]
               for n in names}
     assert len(tokens) == 250
-    verified = run_rotator("audit", "verify", tmp_path / "audit.jsonl")
+    verified = run_rotator("--config", config, "audit", "verify", tmp_path / "audit.jsonl")
     assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -89,7 +89,7 @@ def test_symlink_escape_refused(store: FileStore, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     os.symlink(outside, tmp_path / "root" / "link")
-    with pytest.raises(StoreError, match="escapes"):
+    with pytest.raises(StoreError, match="symlink"):
         store.write("link/x", {"x": 1}, expected_version=None)
     assert not (outside / "x.json").exists()
 
@@ -110,10 +110,11 @@ def test_permission_denied_is_diagnosed(store: FileStore, monkeypatch) -> None:
     """EACCES from the file system becomes StoreAccessDenied naming the directory and the fix."""
     import rotator.stores.file as file_mod
 
-    def denied(_path: Path) -> bytes:
+    def denied(*_args: object, **_kwargs: object) -> bytes:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(file_mod, "_read_capped", denied)
+    store.write("t", {"x": 1}, expected_version=None)
+    monkeypatch.setattr(file_mod.FileStore, "_read_at", denied)
     with pytest.raises(StoreAccessDenied) as info:
         store.read("t")
     assert "permission denied to read under" in info.value.diagnostics()

@@ -170,11 +170,23 @@ def test_outside_renewal_window_nothing_is_staged(
 def test_publish_target_that_is_a_key_record_is_refused(
     tmp_path: Path, endpoint: Any, run_cli, clock: Clock
 ) -> None:
-    """publish_certificate pointing at the key record would overwrite the keys: refused and
-    audited, the key record (current and pending) stays intact, the token is still made."""
+    """publish_certificate pointing at the key record would overwrite the keys: config
+    validation refuses it (one line naming both fields); past it (defence in depth) the
+    publication is refused and audited, the key record (current and pending) stays intact,
+    the token is still made."""
     config = make_config(tmp_path, endpoint, renew_before="400d", publish_certificate="local:sf/key")
+    refused = run_cli("--config", config, "check")
+    assert refused.code == 2 and "credentials.sf.publish_certificate" in refused.err
+    assert "credentials.sf.key" in refused.err
+    config = make_config(tmp_path, endpoint, renew_before="400d")
     old = init_key(run_cli, config, endpoint)
-    result, events = rotate(config, clock)
+    loaded = load_config(config)
+    cred = loaded.credentials["sf"]
+    bypassed = cred.model_copy(update={"publish_certificate": cred.key})
+    engine = Engine(type(loaded)(loaded.daemon, loaded.stores, {"sf": bypassed}, loaded.source),
+                    clock=clock)
+    with capture_logs() as events:
+        result = engine.rotate("sf")
     assert result.ok
     failure = named(events, "key.published")[0]
     assert failure["ok"] is False and "is a key or token record" in failure["diagnosis"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rotator.audit import pipeline as audit
+from rotator import redaction as audit
 
 PIECES = ["-----BEGIN RSA PRIVATE KEY-----\nMIIE\n", "eyJhbGciOi.eyJzdWIiOi.sig", "hvs.CAESIabcdefghijk",
           "AKIAABCDEFGHIJKLMNOP", "00D000000000001!AQ4AQ" + "x" * 30, "Bearer abcdefghijklmnopq",

@@ -53,8 +53,18 @@ _KEY_ID = ("key_sha256", "serial", "not_after")
 
 CATALOGUE: dict[str, EventSpec] = {spec.name: spec for spec in (
     _spec("audit.anchor", "Start of a hash chain (prev = 64 zeros, new random chain id) or of a "
-          "file after rotation (prev = hash of the old file's last line). Audit file only.",
-          ("chain", "reason"), ("seq", "prev")),
+          "file after rotation (prev = hash of the old file's last line). Audit file only. "
+          "`mac: hmac-sha256` marks a keyed chain (every `prev` from there on is an HMAC under the "
+          "installation key); `reason`: new, rotated, continued, restarted, keyed (a legacy file "
+          "continued keyed) or tampered.",
+          ("chain", "reason"), ("seq", "prev", "mac")),
+    _spec("audit.tampered", "The audit file was cut, changed or deleted under the writer (its last "
+          "line is not the one this process wrote). Stdout only; the file is moved aside "
+          "(`moved_to`) and a new one anchored with reason `tampered`, continuing from `head`.",
+          ("file", "reason", "head", "head_seq"), ("moved_to",)),
+    _spec("audit.checkpoint", "The audit chain's current head, every 1,000 lines or 5 minutes. "
+          "Stdout only, so the journal holds heads for `rotator audit verify --expect-head`.",
+          ("file", "chain", "head", "head_seq", "keyed")),
     # -- one rotation
     _spec("rotation.started", "A rotation of one credential begins.",
           (*_ROTATION, "force", "dry_run")),
@@ -146,6 +156,7 @@ _FORMATS: dict[str, tuple[str, Any]] = {
     "not_after": ("an RFC 3339 time", _RFC3339),
     "expires_at": ("an RFC 3339 time", _RFC3339),
     "chain": ("32 hex digits", re.compile(r"^[0-9a-f]{32}$")),
+    "head": ("64 hex digits", _HEX64),
 }
 _NUMBERS = ("duration_s", "days_left", "threshold", "ttl_s", "uptime_s", "retry_in_s")
 

@@ -183,14 +183,19 @@ def _apply() -> None:
     )
 
 
-def use_audit_file(path: Path | None, *, max_bytes: int = 100 * 1024 * 1024) -> AuditFile | None:
+def use_audit_file(path: Path | None, *, max_bytes: int = 100 * 1024 * 1024, key: bytes | None = None,
+                   **options: Any) -> AuditFile | None:
     """Append every event to `path` as a hash-chained JSON line (None: stdout/stderr only).
 
-    Raises InputError (exit 2) if the file cannot be opened: better than rotating unaudited.
+    `key`: the installation key, which makes the chain keyed (HMAC); `options` go to AuditFile
+    (checkpoint_lines, checkpoint_seconds). Raises InputError (exit 2) if the file cannot be
+    opened: better than rotating unaudited.
     """
     from rotator.audit.chain import AuditFile
 
-    audit_file = AuditFile(path, max_bytes=max_bytes) if path is not None else None
+    audit_file = None
+    if path is not None:
+        audit_file = AuditFile(path, max_bytes=max_bytes, key=key, notify=emit_unfiled, **options)
     if audit_file is not None:
         audit_file.check()
     with _pipeline_lock:
@@ -199,16 +204,29 @@ def use_audit_file(path: Path | None, *, max_bytes: int = 100 * 1024 * 1024) -> 
     return audit_file
 
 
+def emit_unfiled(event: str, fields: dict[str, Any]) -> None:
+    """An event for stdout/stderr only, not the audit file: what the audit file says about
+    itself (`audit.tampered`, `audit.checkpoint`) must reach the journal even when the file
+    is what is being attacked, and must not change the chain it reports on."""
+    file_sink = _pipeline.file
+    processors = [p for p in structlog.get_config()["processors"] if p is not file_sink]
+    logger = structlog.wrap_logger(structlog.PrintLogger(_pipeline.stream or sys.stderr),
+                                   processors=processors)
+    level = "warning" if event.endswith("tampered") else "info"
+    getattr(logger, level)(event, **fields)
+
+
 def use_settings(daemon: DaemonConfig) -> None:
-    """Apply `[daemon]` audit settings: the token-fingerprint key, then the audit file."""
+    """Apply `[daemon]` audit settings: the installation key (token fingerprints and the
+    audit chain's HMAC), then the audit file."""
     from rotator.audit import fingerprint as audit_hash
 
     key_file = audit_hash.key_path_for(daemon)
     if key_file is None:
         audit_hash.use_ephemeral_key()
     else:
-        audit_hash.use_key_file(key_file)
-    use_audit_file(daemon.audit_log, max_bytes=daemon.audit_max_bytes)
+        audit_hash.use_key_file(key_file, daemon)
+    use_audit_file(daemon.audit_log, max_bytes=daemon.audit_max_bytes, key=audit_hash.installation_key())
 
 
 LIBRARY_LOG_INTERVAL = 60.0

@@ -98,10 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit_cmd.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
     verify = audit_sub.add_parser("verify", help="check the audit log's hash chain")
     verify.add_argument("files", nargs="+", type=Path)
+    verify.add_argument("--key-file", type=Path,
+                        help="the audit HMAC key (default: the one --config's daemon section names)")
+    verify.add_argument("--expect-head", metavar="HASH",
+                        help="a head recorded earlier (audit.checkpoint): it must be in the chain")
+    verify.add_argument("--allow-unkeyed", action="store_true",
+                        help="accept a legacy unkeyed chain (anyone can forge one)")
     hash_cmd = audit_sub.add_parser(
-        "hash", help="keyed fingerprint of a token (VALUE - reads it from stdin, keeping it out of argv)"
+        "hash", help="keyed fingerprint of a token read from stdin (pass -: never the token in argv)"
     )
-    hash_cmd.add_argument("value")
+    hash_cmd.add_argument("value", metavar="-")
 
     demo = sub.add_parser("demo", help="the embedded default: local endpoint + file store, full loop")
     demo.add_argument("--duration", type=float, default=30.0)

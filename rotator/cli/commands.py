@@ -14,6 +14,7 @@ from rotator.cli.output import print_json, read_secret_arg
 from rotator.config import Config, load_config, resolve_config_path
 from rotator.engine import Engine
 from rotator.errors import InputError, RecordError, RotatorError, UsageError
+from rotator.fsutil import trusted_dir_problem
 from rotator.keys.crypto import cert_info, load_certificate
 from rotator.keys.generate import import_key_record, init_key_record
 
@@ -53,7 +54,11 @@ def check(args: argparse.Namespace) -> int:
     audit_log = config.daemon.audit_log
     if audit_log is not None:
         folder = next((p for p in (audit_log.parent, *audit_log.parents) if p.exists()), None)
-        if folder is None or not os.access(folder, os.W_OK | os.X_OK):
+        untrusted = trusted_dir_problem(audit_log.parent)
+        if untrusted is not None:
+            failures += 1
+            print(f"audit_log: FAILED {untrusted}")
+        elif folder is None or not os.access(folder, os.W_OK | os.X_OK):
             failures += 1
             print(f"audit_log: FAILED {audit_log} cannot be created or appended to")
         else:
@@ -241,14 +246,30 @@ def audit_command(args: argparse.Namespace) -> int:
     if args.audit_command == "hash":
         from rotator.audit.fingerprint import cli_fingerprint
 
+        if args.value != "-":  # a token in argv is readable by every user in /proc/<pid>/cmdline
+            raise UsageError("audit hash: pass - and the token on stdin, never the token itself",
+                             hint="printf '%s\\n' \"$TOKEN\" | rotator audit hash -")
         if args.config or _config_exists():
             load(args)
-        value = sys.stdin.readline().strip() if args.value == "-" else args.value
-        print(cli_fingerprint(value))
+        print(cli_fingerprint(sys.stdin.readline().strip()))
         return 0
     from rotator.audit.chain import verify_files
 
-    return verify_files(args.files)
+    return verify_files(args.files, key=_verify_key(args), expect_head=args.expect_head,
+                        allow_unkeyed=args.allow_unkeyed)
+
+
+def _verify_key(args: argparse.Namespace) -> bytes | None:
+    """The installation key for `audit verify`: --key-file, else the one the config names.
+    Read only: verify never creates a key."""
+    from rotator.audit.fingerprint import key_path_for, read_key_file
+
+    if args.key_file is not None:
+        return read_key_file(args.key_file)
+    if not (args.config or _config_exists()):
+        return None
+    path = key_path_for(load(args, read_only=True).daemon)
+    return read_key_file(path) if path is not None and path.exists() else None
 
 
 def _config_exists() -> bool:

@@ -7,6 +7,8 @@ re-validates the key on every signature (~36 ms), given the object it just signs
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hashlib
 import threading
@@ -83,6 +85,8 @@ def load_private_key(
     if b"-----BEGIN" not in data:
         raise KeyMaterialError(f"{where}: not a PEM private key (no BEGIN line)")
     password = _utf8(passphrase, f"{where}: the passphrase is not plain text") if passphrase else None
+    if password is not None:
+        _check_kdf_cost(data, where)
     try:
         # cryptography's RSA consistency check costs ~50 ms a key (1,000 credentials: 50 s).
         # We skip it here and prove the key instead where it matters: check_pair() signs and
@@ -109,6 +113,59 @@ def load_private_key(
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise KeyMaterialError(f"{where}: only RSA and EC (P-256) keys are supported")
     return key
+
+
+# A passphrase-derived key costs what the key file says: PBKDF2 rounds (OpenSSL writes 2,048;
+# cryptography and OpenSSL 3 up to a few hundred thousand) or scrypt's N. A hostile or broken
+# record asking for billions would stall every load, so the cost is read before decrypting.
+MAX_KDF_ITERATIONS = 10_000_000
+MAX_SCRYPT_N = 1 << 20
+_PBES2 = bytes.fromhex("2a864886f70d01050d")  # 1.2.840.113549.1.5.13
+_PBKDF2 = bytes.fromhex("2a864886f70d01050c")  # 1.2.840.113549.1.5.12
+_SCRYPT = bytes.fromhex("2b06010401da47040b")  # 1.3.6.1.4.1.11591.4.11
+
+
+def _check_kdf_cost(data: bytes, where: str) -> None:
+    """Refuse an encrypted PKCS#8 key whose key derivation is too costly to attempt."""
+    if b"-----BEGIN ENCRYPTED PRIVATE KEY-----" not in data:
+        return  # PKCS#1 "Proc-Type: 4,ENCRYPTED" keys use one MD5 round: nothing to bound
+    try:
+        body = data.split(b"-----BEGIN ENCRYPTED PRIVATE KEY-----", 1)[1]
+        body = body.split(b"-----END", 1)[0]
+        info = _der(base64.b64decode(b"".join(body.split()), validate=True))[0][1]
+        oid, params = (item[1] for item in _der(_der(info)[0][1])[:2])
+        if oid == _PBES2:
+            kdf = _der(_der(params)[0][1])
+            oid, params = kdf[0][1], kdf[1][1]
+        fields = [value for _tag, value in _der(params)]
+        if oid == _SCRYPT:
+            cost, what, limit = int.from_bytes(fields[1], "big"), "scrypt N", MAX_SCRYPT_N
+        else:  # PBKDF2, and PBES1 / PKCS#12 schemes: SEQUENCE { salt, iterationCount, ... }
+            cost, what, limit = int.from_bytes(fields[1], "big"), "PBKDF2 iteration count", MAX_KDF_ITERATIONS
+    except (ValueError, IndexError, binascii.Error):
+        return  # not the shape we know: cryptography reports a malformed key
+    if cost > limit:
+        raise KeyMaterialError(f"{where}: the encrypted key asks for a {what} of {cost} (at most "
+                               f"{limit} is accepted)", hint="re-encrypt it with ordinary settings")
+
+
+def _der(buf: bytes) -> list[tuple[int, bytes]]:
+    """The TLV items of one DER level (definite lengths only)."""
+    items, at = [], 0
+    while at < len(buf):
+        tag, size = buf[at], buf[at + 1]
+        at += 2
+        if size & 0x80:
+            count = size & 0x7F
+            if not 0 < count <= 4:
+                raise ValueError("unsupported DER length")
+            size = int.from_bytes(buf[at:at + count], "big")
+            at += count
+        if at + size > len(buf):
+            raise ValueError("truncated DER")
+        items.append((tag, buf[at:at + size]))
+        at += size
+    return items
 
 
 def load_certificate(pem: str | bytes, *, where: str = "certificate") -> x509.Certificate:

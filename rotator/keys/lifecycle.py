@@ -303,6 +303,12 @@ def discard(ctx: KeyContext, *, sha256: str, via: str) -> tuple[KeyRecord, str] 
     result = _update(ctx, change)
     if result is None:
         return None
+    # The record written before this one held the discarded key: the file store keeps it as
+    # `.prev`; drop it. (Vault and AWS keep their own version history: docs/key-rotation.md.)
+    ref = ctx.cred.key
+    drop_previous = getattr(ctx.stores[ref.store], "drop_previous", None)
+    if drop_previous is not None:
+        drop_previous(ref.path)
     withdrawn = withdraw(ctx, sha256)
     audit.emit("key.discarded", credential=ctx.name, key_sha256=sha256, via=via,
                version=result[1], withdrawn=withdrawn)

@@ -20,6 +20,7 @@ from typing import Any
 from rotator.audit import pipeline as audit
 from rotator.clock import rfc3339
 from rotator.errors import InputError, RotatorError, StoreConflict
+from rotator.fsutil import make_dirs
 from rotator.keys.context import KeyContext
 from rotator.keys.crypto import CertInfo, cert_info_from_pem
 from rotator.records import KeyPair
@@ -117,7 +118,7 @@ def _publish_file(path: Path, pem: str) -> dict[str, Any]:
     """Atomic replace; 0644, since a certificate is public and pipelines read it."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent, 0o755)  # never the umask's 0777: others could swap the file
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(pem)

@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import re
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -527,15 +529,19 @@ class AwsStore:
 def request_token(request_id: str | None, payload: str) -> str:
     """The ClientRequestToken (and so the VersionId) for a write: 32-64 characters.
 
-    A rotation id (32 hex digits) is used as it is; any other request id is hashed. Without a
-    request id the token is derived from the content, so the same write retried is the same
-    version.
+    A rotation id (32 hex digits, random) is used as it is; any other request id is hashed.
+    Without a request id the token is an HMAC of the content under a random per-process key:
+    the same write retried (in this process) is the same version, but the VersionId, which
+    CloudTrail, audit lines and `describe-secret` show, says nothing about the secret.
     """
     if request_id is not None:
-        if TOKEN_PATTERN.match(request_id):
+        if TOKEN_PATTERN.fullmatch(request_id):
             return request_id
         return hashlib.sha256(b"rotator-request\0" + request_id.encode("utf-8")).hexdigest()
-    return hashlib.sha256(b"rotator-record\0" + payload.encode("utf-8")).hexdigest()
+    return hmac.new(_TOKEN_KEY, b"rotator-record\0" + payload.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+_TOKEN_KEY = secrets.token_bytes(32)
 
 
 def _parse_secret(reply: dict[str, Any], where: str, version: str) -> dict[str, Any]:

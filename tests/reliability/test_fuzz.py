@@ -473,7 +473,8 @@ def test_audit_verifier_detects_every_change(tmp_path: Path, report) -> None:
     """A chain with a byte changed, a line dropped or swapped, or its end cut never verifies unchanged."""
     counter = [0]
     original = tmp_path / "chain.jsonl"
-    audit_file = AuditFile(original, max_bytes=10**9)
+    key = b"fuzz-installation-key-0123456789"
+    audit_file = AuditFile(original, max_bytes=10**9, key=key)
     for n in range(6):
         audit_file.append(
             {
@@ -485,8 +486,8 @@ def test_audit_verifier_detects_every_change(tmp_path: Path, report) -> None:
             }
         )
     good = original.read_bytes()
-    head = verify([original]).head
-    assert verify([original]).ok
+    head = verify([original], key=key).head
+    assert verify([original], key=key).ok
     path = tmp_path / "audit.jsonl"
     lines = good.split(b"\n")[:-1]
 
@@ -516,7 +517,7 @@ def test_audit_verifier_detects_every_change(tmp_path: Path, report) -> None:
             data = good[:at]
         path.write_bytes(data)
         try:
-            verdict = verify([path])
+            verdict = verify([path], key=key)
         except InputError:
             return
         if kind == "cut" and data.endswith(b"\n"):

@@ -180,7 +180,7 @@ def test_in_process_commands_leave_the_environment_as_they_found_it(
         seen["dumpable"] = hardening.is_dumpable()
         return real(name)
 
-    monkeypatch.setattr("rotator.cli.secret_env", spy)
+    monkeypatch.setattr("rotator.cli.output.secret_env", spy)
     key = tmp_path / "k.pem"
     key.write_text("not a key")
     config = write_config(tmp_path / "rotator.toml", login_url="https://login.salesforce.com")

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from rotator import hardening
 from rotator.errors import (
     KeyMaterialError,
     RecordNotFound,
@@ -99,7 +100,10 @@ class KmsService:
             raise StoreError(self.store, "", "signer \"aws-kms\" needs boto3",
                              hint="install it with pip install 'rotator[aws]'") from None
         try:
-            session = boto3.session.Session(profile_name=profile, region_name=region)
+            session = boto3.session.Session(
+                profile_name=profile, region_name=region,
+                **hardening.aws_credentials(profile),  # keys withheld from os.environ
+            )
             return session.client(
                 "kms", endpoint_url=endpoint_url,
                 config=Config(connect_timeout=timeout, read_timeout=timeout,
