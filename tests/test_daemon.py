@@ -204,14 +204,18 @@ def test_rotates_on_schedule_serves_health_and_stops_on_sigterm(
     assert body["credentials"]["sf"]["ready"] and body["stores"]["local"]["reachable"]
     assert daemon.http("/healthz")[0] == 200 and daemon.http("/nope")[0] == 404
     first = json.loads(token_path(config).read_text())["access_token"]
-    wait_for(lambda: len(endpoint.issued) >= 3, 8, "two scheduled rotations")
+    wait_for(lambda: len(endpoint.issued) >= 5, 15, "four scheduled rotations")
     stored = json.loads(token_path(config).read_text())["access_token"]
     assert stored != first and stored in endpoint.issued and endpoint.is_valid(stored)
     times = [attempt.at for attempt in endpoint.token_log]
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    # every 1s: neither hammering nor late (a run that starts late makes the next gap shorter:
-    # the trigger keeps its own grid)
-    assert all(0.5 <= gap <= 2.2 for gap in gaps), gaps
+    # every 1s: neither hammering nor twice as slow. The first request (at start) is off the
+    # trigger's grid; the scheduled ones are on it, each late by however long the machine
+    # made it wait. A late run shortens the next gap, so single gaps say little on a busy
+    # machine; their mean over the scheduled runs does: it moves only by the (one-sided)
+    # lateness of the first and last run, divided by the number of gaps.
+    scheduled = times[1:5]
+    mean_gap = (scheduled[-1] - scheduled[0]) / (len(scheduled) - 1)
+    assert 0.75 <= mean_gap <= 1.8, [round(b - a, 3) for a, b in itertools.pairwise(times)]
 
     sent_before = endpoint.token_requests
     status, text = daemon.http("/metrics")
@@ -227,12 +231,15 @@ def test_rotates_on_schedule_serves_health_and_stops_on_sigterm(
     assert metric(text, "rotator_build_info", version="0.1.0") == 1
     assert all(token not in text for token in endpoint.issued)
 
-    state = read_state(config)["sf"]
-    assert state["consecutive_failures"] == 0 and state["last_error"] is None
-    assert state["next_run"] and state["last_success"]
+    # state.json is rewritten at most every STATE_WRITE_INTERVAL (2 s), with a trailing write
+    # that catches the last run: it holds the success within that interval (plus slack for load)
+    state = wait_for(lambda: (s := read_state(config)["sf"])["last_success"] and s, 6,
+                     "state.json to record a success")
+    assert state["consecutive_failures"] == 0 and state["last_error"] is None and state["next_run"]
     assert (config.parent / "state" / "state.json").stat().st_mode & 0o777 == 0o600
     row = json.loads(run_cli("--config", config, "status", "--json").out)[0]
     assert row["next_run"] and row["last_success"] and row["last_error"] is None
+    assert row["state_written_at"].endswith("Z") and 0 <= row["state_age_s"] <= 30
 
     code, took = daemon.stop()
     assert code == 0 and took < 5
