@@ -50,7 +50,8 @@ def _written_at(data: dict[str, Any], now: datetime) -> tuple[str | None, int | 
 def collect_status(config: Config) -> list[dict[str, Any]]:
     engine = Engine(config)
     data = _read_state_file(config)
-    state = data.get("credentials") if isinstance(data.get("credentials"), dict) else {}
+    creds = data.get("credentials")
+    state = creds if isinstance(creds, dict) else {}
     now = datetime.now(UTC)
     written_at, state_age = _written_at(data, now)
     rows = []
