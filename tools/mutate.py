@@ -97,18 +97,19 @@ def run_pair(module: str, tests: list[str], pyproject: str, base: dict, equivale
     results = subprocess.run([*mutmut, "results", "--all", "true"], cwd=work, env=env,
                              capture_output=True, text=True, check=True).stdout
     counts: Counter[str] = Counter()
-    survivors = []
+    survivors, seen = [], set()
     for line in results.splitlines():
         name, _, status = line.strip().rpartition(": ")
         if not name:
             continue
+        seen.add(name)
         if name in equivalent:
             counts["equivalent"] += 1
             continue
         counts[status] += 1
         if status not in DETECTED:
             survivors.append(name)
-    stale = [n for n in equivalent if n.startswith(mutant_prefix(module)) and n not in results]
+    stale = [n for n in equivalent if n.startswith(mutant_prefix(module)) and n not in seen]
     if stale:
         print(f"   note: equivalent entries that no longer exist: {', '.join(stale)}")
     return counts, survivors
