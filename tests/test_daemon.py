@@ -6,6 +6,7 @@ scans, so no test here can pass while a token leaks into the daemon's output.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import secrets
@@ -204,14 +205,18 @@ def test_rotates_on_schedule_serves_health_and_stops_on_sigterm(
     assert body["credentials"]["sf"]["ready"] and body["stores"]["local"]["reachable"]
     assert daemon.http("/healthz")[0] == 200 and daemon.http("/nope")[0] == 404
     first = json.loads(token_path(config).read_text())["access_token"]
-    wait_for(lambda: len(endpoint.issued) >= 3, 8, "two scheduled rotations")
+    wait_for(lambda: len(endpoint.issued) >= 5, 15, "four scheduled rotations")
     stored = json.loads(token_path(config).read_text())["access_token"]
     assert stored != first and stored in endpoint.issued and endpoint.is_valid(stored)
     times = [attempt.at for attempt in endpoint.token_log]
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    # every 1s: neither hammering nor late (a run that starts late makes the next gap shorter:
-    # the trigger keeps its own grid)
-    assert all(0.5 <= gap <= 2.2 for gap in gaps), gaps
+    # every 1s: neither hammering nor twice as slow. The first request (at start) is off the
+    # trigger's grid; the scheduled ones are on it, each late by however long the machine
+    # made it wait. A late run shortens the next gap, so single gaps say little on a busy
+    # machine; their mean over the scheduled runs does: it moves only by the (one-sided)
+    # lateness of the first and last run, divided by the number of gaps.
+    scheduled = times[1:5]
+    mean_gap = (scheduled[-1] - scheduled[0]) / (len(scheduled) - 1)
+    assert 0.75 <= mean_gap <= 1.8, [round(b - a, 3) for a, b in itertools.pairwise(times)]
 
     sent_before = endpoint.token_requests
     status, text = daemon.http("/metrics")
@@ -227,12 +232,15 @@ def test_rotates_on_schedule_serves_health_and_stops_on_sigterm(
     assert metric(text, "rotator_build_info", version="0.1.0") == 1
     assert all(token not in text for token in endpoint.issued)
 
-    state = read_state(config)["sf"]
-    assert state["consecutive_failures"] == 0 and state["last_error"] is None
-    assert state["next_run"] and state["last_success"]
+    # state.json is rewritten at most every STATE_WRITE_INTERVAL (2 s), with a trailing write
+    # that catches the last run: it holds the success within that interval (plus slack for load)
+    state = wait_for(lambda: (s := read_state(config)["sf"])["last_success"] and s, 10,
+                     "state.json to record a success")
+    assert state["consecutive_failures"] == 0 and state["last_error"] is None and state["next_run"]
     assert (config.parent / "state" / "state.json").stat().st_mode & 0o777 == 0o600
     row = json.loads(run_cli("--config", config, "status", "--json").out)[0]
     assert row["next_run"] and row["last_success"] and row["last_error"] is None
+    assert row["state_written_at"].endswith("Z") and 0 <= row["state_age_s"] <= 30
 
     code, took = daemon.stop()
     assert code == 0 and took < 5
@@ -264,7 +272,7 @@ def test_sigterm_waits_for_running_rotation_within_bound(
         assert token_path(config).exists() and daemon.events("rotation.succeeded")
         assert stopped["abandoned_rotations"] == 0
     else:
-        assert took < 3.5  # 1s bound plus interpreter exit, not the 10s the endpoint stalls
+        assert took < 6  # 1s bound plus interpreter exit (slow on a busy machine), not the 10s stall
         assert not token_path(config).exists()
         assert stopped["abandoned_rotations"] == 1
     assert_clean_output(daemon)
@@ -288,7 +296,7 @@ def test_sighup_adds_removes_and_rejects_invalid_config(
     daemon.signal(signal.SIGHUP)
     reloaded = daemon.wait_event("config.reloaded")
     assert reloaded["added"] == ["sf2"] and reloaded["credentials"] == 2
-    wait_for(lambda: token_path(config, "sf2").exists(), 5, "sf2's first token")
+    wait_for(lambda: token_path(config, "sf2").exists(), 15, "sf2's first token")
     assert daemon.wait_ready()["credentials"]["sf2"]["ready"]
 
     good = config.read_text()
@@ -297,7 +305,7 @@ def test_sighup_adds_removes_and_rejects_invalid_config(
     rejected = daemon.wait_event("config.rejected")
     assert rejected["diagnosis"].startswith("credentials.sf.every:")
     written = len(daemon.events("token.written"))
-    wait_for(lambda: len(daemon.events("token.written")) >= written + 2, 5, "rotation after rejection")
+    wait_for(lambda: len(daemon.events("token.written")) >= written + 2, 15, "rotation after rejection")
     assert set(daemon.readyz()[1]["credentials"]) == {"sf", "sf2"}  # the old config still runs
 
     make_config(tmp_path, endpoint, creds={"sf": EVERY_1S}, port=port)
@@ -330,7 +338,11 @@ def test_endpoint_faults_back_off_and_recover(
     daemon = start_daemon(config, port=port)
     daemon.wait_ready()
     endpoint.set_fault(kind, retry_after=2, delay=1.5)
-    time.sleep(0.1)  # a rotation answered just before the fault finishes writing
+    # a rotation answered just before the fault may still be writing: every rotation started
+    # so far has ended (the ones starting from now on meet the fault)
+    ends = {"rotation.succeeded", "rotation.failed", "rotation.skipped", "rotation.superseded"}
+    wait_for(lambda: (names := [e["event"] for e in daemon.events()]).count("rotation.started")
+             == sum(name in ends for name in names), 10, "the rotation in flight to end")
     good = token_path(config).read_bytes()
     before = endpoint.token_requests
     began = time.monotonic()
@@ -348,34 +360,35 @@ def test_endpoint_faults_back_off_and_recover(
         return body if status == 503 else None
 
     if kind == "5xx":  # readiness follows the deadline, whatever the fault (once suffices)
-        body = wait_for(not_ready, 5, "/readyz 503 once the token is past 2 * every")
+        body = wait_for(not_ready, 10, "/readyz 503 once the token is past 2 * every")
         assert "refresh deadline" in body["credentials"]["sf"]["reason"]
     window = time.monotonic() - began
     min_gap = 2.0 if kind == "429" else 0.25  # Retry-After: 2 (backoff alone: <= 1s), else retry_min
     assert endpoint.token_requests - before <= 1 + window / min_gap
     # state.json is rewritten at most every STATE_WRITE_INTERVAL (2 s): wait for the failure
     state = wait_for(lambda: (s := read_state(config)["sf"])["consecutive_failures"] >= 1 and s,
-                     5, "state.json to record the failure")
+                     10, "state.json to record the failure")
     assert state["last_error"]
     shown = run_cli("--config", config, "status")
     assert "consecutive failures" in shown.out and "last error:" in shown.out
     assert token_path(config).read_bytes() == good
 
     endpoint.clear_faults()
-    wait_for(lambda: token_path(config).read_bytes() != good, 5, "recovery")
+    wait_for(lambda: token_path(config).read_bytes() != good, 15, "recovery")
     fresh = json.loads(token_path(config).read_text())["access_token"]
     assert endpoint.is_valid(fresh)
-    daemon.wait_ready(5)
-    wait_for(lambda: len(endpoint.token_log) >= endpoint.token_requests, 3, "late log entries")
+    daemon.wait_ready(15)
+    wait_for(lambda: len(endpoint.token_log) >= endpoint.token_requests, 10, "late log entries")
     times = sorted(a.at for a in endpoint.token_log[before:])
     gaps = [b - a for a, b in itertools.pairwise(times)]  # after failure 1, 2, ...
     # Each retry follows the backoff: at least retry_min (or Retry-After), at most the k-th
-    # ceiling min(retry_max, retry_min * 2**k) plus the faulted request itself and slack;
-    # the first retries come well before the next scheduled run would have (2s).
+    # ceiling min(retry_max, retry_min * 2**k) plus the faulted request itself and slack for a
+    # busy machine (a retry can only be late, never early); the first retries come well
+    # before the next scheduled run would have (2s).
     spent = 0.5 if kind == "slow" else 0.0  # the 500ms client timeout
     for k, gap in enumerate(gaps, start=1):
         ceiling = 2.0 if kind == "429" else min(1.0, 0.25 * 2**k)
-        assert min_gap * 0.9 <= gap <= ceiling + spent + 0.6, (k, gaps)
+        assert min_gap * 0.9 <= gap <= ceiling + spent + 1.0, (k, gaps)
     failed = daemon.events("rotation.failed")
     assert failed and all(e["retryable"] for e in failed)
     assert daemon.stop()[0] == 0
@@ -437,7 +450,7 @@ def test_hourly_request_cap_holds_across_restarts(
     assert endpoint.token_requests == 2
     time.sleep(1.0)
     assert endpoint.token_requests == 2
-    state = wait_for(lambda: (s := read_state(config)["sf"])["last_error"] and s, 5,
+    state = wait_for(lambda: (s := read_state(config)["sf"])["last_error"] and s, 10,
                      "state.json to record the cap")
     assert len(state["recent_requests"]) == 2 and "max_requests_per_hour" in state["last_error"]
     assert state["next_run"] > time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3000))
@@ -509,11 +522,24 @@ def test_sd_notify_ready_watchdog_reload_and_stopping(
         ready = receive("READY=1")[-1].splitlines()
         assert any(line.startswith("STATUS=1 credentials") for line in ready)
         assert f"MAINPID={daemon.proc.pid}" in ready
-        began = time.monotonic()
-        pings = [m for m in receive("WATCHDOG=1") if m == "WATCHDOG=1"]
-        while len(pings) < 4:
-            pings += [m for m in receive("WATCHDOG=1") if m == "WATCHDOG=1"]
-        assert 0.5 <= time.monotonic() - began < 2.0  # four pings at 250ms, not a busy loop
+        # Count the pings of a measured window, after draining what queued up meanwhile (on a
+        # busy machine this test may read late: queued pings would look like a burst). At
+        # WATCHDOG_USEC/2 = 250 ms a window of W seconds holds about 4 W pings: a busy loop
+        # sends far more, a daemon that misses the watchdog (500 ms) far fewer.
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                sock.recv(4096)
+        began, pings = time.monotonic(), 0
+        while (left := began + 2.0 - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                pings += sock.recv(4096).decode() == "WATCHDOG=1"
+            except TimeoutError:
+                break
+        window = time.monotonic() - began
+        sock.settimeout(10)
+        assert 2 <= pings <= window / 0.25 + 2, (pings, window)
         daemon.signal(signal.SIGHUP)
         reload_msgs = receive("READY=1")
         reloading = next(m for m in reload_msgs if "RELOADING=1" in m.splitlines())

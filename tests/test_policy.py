@@ -193,3 +193,96 @@ def test_login_rate_exceeded_waits_an_hour() -> None:
     assert retry.delay >= 3600
     other = TokenRejected("u", "invalid_grant", "invalid assertion")
     assert retry_after_failure(other, attempt=1, retry_min=10, retry_max=900, rand=0.5).delay == 900
+
+
+# ---------------------------------------------------------------------------- what each decision says
+# The reasons are what `rotator rotate`, the start-up plan and rotation.failed events show an
+# operator; each is asserted whole, and each boundary from both sides.
+
+
+@pytest.mark.parametrize(
+    ("tok", "kwargs", "reason"),
+    [
+        (None, {}, "no token in the store"),
+        (token(60), {}, "token is 60s old, fresh until 1620s"),
+        (token(1620), {}, "token is 1620s old (every 1800s)"),
+        (token(-600), {}, "token issued in the future (clock skew?)"),
+        (token(60, expires_in=120), {}, "token is about to expire"),
+        (token(60), {"key_sha256": "z" * 64}, "the signing key changed since the token was minted"),
+    ],
+)
+def test_token_due_reasons(tok, kwargs, reason) -> None:
+    assert policy.token_due(tok, every=1800, jitter=60, now=NOW, **kwargs).reason == reason
+
+
+def test_clock_skew_tolerance_is_exactly_five_minutes() -> None:
+    """A token stamped up to 300 s in the future is a clock difference, not a broken token."""
+    at_edge = policy.token_due(token(-300), every=1800, jitter=60, now=NOW)
+    assert not at_edge.due and at_edge.reason == "token is -300s old, fresh until 1620s"
+    past_edge = policy.token_due(token(-301), every=1800, jitter=60, now=NOW)
+    assert past_edge.due and past_edge.reason == "token issued in the future (clock skew?)"
+    just_past = policy.token_due(token(-300.5), every=1800, jitter=60, now=NOW)
+    assert just_past.due
+
+
+def test_refresh_deadline_is_two_intervals_after_issue() -> None:
+    """/readyz turns not-ready one whole interval after the token should have been refreshed."""
+    tok = token(0)
+    assert policy.refresh_deadline(tok, every=1800) == NOW + timedelta(seconds=3600)
+    assert policy.refresh_deadline(token(100), every=60) == NOW - timedelta(seconds=100) + timedelta(
+        seconds=120)
+
+
+def test_refresh_deadline_never_passes_the_token_expiry() -> None:
+    """A token that expires before 2 x every is not ready once it has expired."""
+    short = token(0, expires_in=1000)
+    assert policy.refresh_deadline(short, every=1800) == NOW + timedelta(seconds=1000)
+    long = token(0, expires_in=7200)
+    assert policy.refresh_deadline(long, every=1800) == NOW + timedelta(seconds=3600)
+    exact = token(0, expires_in=3600)
+    assert policy.refresh_deadline(exact, every=1800) == NOW + timedelta(seconds=3600)
+
+
+def test_retry_after_retry_is_not_permanent() -> None:
+    """A 429 or throttled store that names its wait is retried at that wait, as a transient
+    failure (a permanent one would be reported as broken and retried only every retry_max)."""
+    slow = EndpointUnavailable(URL, "rate limited (HTTP 429)", status=429, retry_after=1200)
+    retry = policy.retry_after_failure(slow, attempt=1, retry_min=10, retry_max=900, rand=0.0)
+    assert retry == policy.Retry(1200.0, False, "the server asked to retry after 1200s")
+    throttled = StoreUnavailable("aws", "sf/token", "throttled", retry_after=2.5)
+    retry = policy.retry_after_failure(throttled, attempt=1, retry_min=1, retry_max=900, rand=0.0)
+    assert retry == policy.Retry(2.5, False, "the server asked to retry after 2.5s")
+
+
+def test_retry_after_equal_to_the_backoff_is_plain_backoff() -> None:
+    """Retry-After only wins when it asks for longer than the backoff would wait anyway."""
+    error = EndpointUnavailable(URL, "rate limited (HTTP 429)", status=429, retry_after=10)
+    retry = policy.retry_after_failure(error, attempt=2, retry_min=10, retry_max=900, rand=0.0)
+    assert retry == policy.Retry(10.0, False, "retryable error: backing off (attempt 2)")
+
+
+def test_backoff_retry_is_not_permanent_and_says_which_attempt() -> None:
+    error = EndpointUnavailable(URL, "server error (HTTP 503)", status=503)
+    retry = policy.retry_after_failure(error, attempt=3, retry_min=10, retry_max=900, rand=0.0)
+    assert retry == policy.Retry(10.0, False, "retryable error: backing off (attempt 3)")
+
+
+def test_permanent_retry_says_so() -> None:
+    error = TokenRejected(URL, "invalid_grant", "invalid assertion")
+    retry = policy.retry_after_failure(error, attempt=1, retry_min=10, retry_max=900, rand=0.0)
+    assert retry == policy.Retry(900, True, "permanent error: retrying slowly (retry_max)")
+
+
+def test_login_rate_exceeded_is_permanent_for_the_hour() -> None:
+    error = TokenRejected("u", "invalid_grant", "LOGIN_RATE_EXCEEDED")
+    retry = policy.retry_after_failure(error, attempt=1, retry_min=10, retry_max=900, rand=0.5)
+    assert retry == policy.Retry(3600.0, True, "the org's login rate limit is exhausted: waiting an hour")
+    longer = policy.retry_after_failure(error, attempt=1, retry_min=10, retry_max=7200, rand=0.5)
+    assert longer.delay == 7200
+
+
+def test_request_cap_wait_can_be_under_a_second() -> None:
+    """The wait is exactly until the oldest counted request leaves the window, however short."""
+    now = 10_000.0
+    assert policy.request_wait([now - 3599.5], now=now, limit=1) == pytest.approx(0.5)
+    assert policy.request_wait([now - 3599.5, now - 1], now=now, limit=2) == pytest.approx(0.5)

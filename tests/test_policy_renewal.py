@@ -100,3 +100,39 @@ def test_expired_certificate_crosses_every_threshold() -> None:
     due = expiry_warnings_due(not_before=T0, not_after=T0 + days(365), now=T0 + days(400),
                               thresholds=(1, 30, 3))
     assert due == (30, 3, 1)
+
+
+def test_ten_day_certificate_is_not_short() -> None:
+    """SHORT_LIFETIME is exclusive: a certificate of exactly 10 days renews at 2/3, a shorter one at 1/2."""
+    ten = renewal_due(not_before=T0, not_after=T0 + days(10), now=T0 + days(7))
+    assert ten.at == T0 + days(10) * 2 / 3
+    assert ten.due and ten.reason == "2/3 of the certificate's lifetime has passed"
+    shorter = renewal_due(not_before=T0, not_after=T0 + days(10) - timedelta(seconds=1), now=T0 + days(7))
+    assert shorter.at == T0 + (days(10) - timedelta(seconds=1)) / 2
+    assert shorter.due and shorter.reason == "1/2 of the certificate's lifetime has passed"
+
+
+def test_renewal_reasons_name_the_rule() -> None:
+    """Each reason says which rule set the time (the operator sees it in key.renewal_due)."""
+    ahead = renewal_due(not_before=T0, not_after=T0 + days(90), now=T0 + days(85), renew_before=7 * DAY)
+    assert ahead.due and ahead.reason == "the certificate expires within renew_before (7d)"
+    aged = renewal_due(not_before=T0, not_after=T0 + days(90), now=T0 + days(31), max_key_age=30 * DAY)
+    assert aged.due and aged.reason == "the key is older than max_key_age (30d)"
+    assert aged.at == T0 + days(30)
+    waiting = renewal_due(not_before=T0, not_after=T0 + days(90), now=T0 + days(1))
+    assert not waiting.due and waiting.reason == f"renewal due at {(T0 + days(60)).isoformat()}"
+
+
+def test_max_key_age_equal_to_the_renewal_time_leaves_the_fraction_in_charge() -> None:
+    decision = renewal_due(not_before=T0, not_after=T0 + days(90), now=T0 + days(60), max_key_age=60 * DAY)
+    assert decision.at == T0 + days(60)
+    assert decision.reason == "2/3 of the certificate's lifetime has passed"
+
+
+def test_threshold_just_inside_the_lifetime_warns() -> None:
+    """A 30-day-and-one-second certificate does warn at 30 days left (the lifetime is longer)."""
+    not_after = T0 + days(30) + timedelta(seconds=1)
+    assert expiry_warnings_due(not_before=T0, not_after=not_after, now=T0 + timedelta(seconds=1),
+                               thresholds=(30,)) == (30,)
+    exact = T0 + days(30)
+    assert expiry_warnings_due(not_before=T0, not_after=exact, now=T0, thresholds=(30,)) == ()

@@ -20,6 +20,11 @@ MAX_SHOWN = 1000
 
 def read_daemon_state(config: Config) -> dict[str, Any]:
     """The daemon's last-known state per credential (written to state_dir), or {}."""
+    creds = _read_state_file(config).get("credentials")
+    return creds if isinstance(creds, dict) else {}
+
+
+def _read_state_file(config: Config) -> dict[str, Any]:
     if config.daemon.state_dir is None:
         return {}
     path = config.daemon.state_dir / "state.json"
@@ -27,14 +32,31 @@ def read_daemon_state(config: Config) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    creds = data.get("credentials") if isinstance(data, dict) else None
-    return creds if isinstance(creds, dict) else {}
+    return data if isinstance(data, dict) else {}
+
+
+def _written_at(data: dict[str, Any], now: datetime) -> tuple[str | None, int | None]:
+    """When the daemon last wrote state.json, and how many seconds ago: the daemon rewrites it
+    at most every couple of seconds (and on shutdown), so an old one means no daemon runs."""
+    stamp = data.get("updated_at")
+    if not isinstance(stamp, str):
+        return None, None
+    try:
+        written = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None, None
+    if written.tzinfo is None:
+        return None, None
+    return stamp, max(0, int((now - written).total_seconds()))
 
 
 def collect_status(config: Config) -> list[dict[str, Any]]:
     engine = Engine(config)
-    state = read_daemon_state(config)
+    data = _read_state_file(config)
+    creds = data.get("credentials")
+    state = creds if isinstance(creds, dict) else {}
     now = datetime.now(UTC)
+    written_at, state_age = _written_at(data, now)
     rows = []
     for name in sorted(config.credentials):
         row: dict[str, Any] = {"credential": name}
@@ -66,6 +88,8 @@ def collect_status(config: Config) -> list[dict[str, Any]]:
         row["last_error"] = _printable(daemon.get("last_error"))  # state.json is just a file
         row["last_success"] = daemon.get("last_success")
         row["consecutive_failures"] = daemon.get("consecutive_failures")
+        row["state_written_at"] = written_at  # how fresh the four daemon fields above are
+        row["state_age_s"] = state_age
         rows.append(row)
     engine.stores.close()
     return rows
@@ -100,6 +124,8 @@ def render_status(rows: list[dict[str, Any]]) -> str:
             parts.append(f"{row['consecutive_failures']} consecutive failures")
         if row.get("last_error"):
             parts.append(f"last error: {row['last_error']}")
+        if row.get("state_age_s") is not None:
+            parts.append(f"(daemon state {format_duration(row['state_age_s'])} old)")
         lines.append("  ".join(parts))
     return "\n".join(lines) + ("\n" if lines else "")
 

@@ -1670,8 +1670,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         kv_mounts=args.kv_mounts or ("secret",),
     )
     emulator.start()
-    print(f"VAULT_ADDR={emulator.url} VAULT_TOKEN={emulator.root_token}", flush=True)
-    try:
+    try:  # Ctrl-C may come as soon as the address is out: be ready for it before printing
+        print(f"VAULT_ADDR={emulator.url} VAULT_TOKEN={emulator.root_token}", flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass

@@ -426,11 +426,11 @@ def test_slow_fault_times_out_a_short_timeout(vault: VaultEmulator) -> None:
     """A slow reply exceeds hvac's timeout and raises a requests Timeout."""
     vault.kv_put(KV, "x", {"a": "b"})
     client = client_for(vault, vault.root_token, timeout=0.5)
-    vault.set_fault("slow", count=1, delay=1.5)
+    vault.set_fault("slow", count=1, delay=5.0)
     started = time.monotonic()
     with pytest.raises(requests.exceptions.Timeout):
         read(client, "x")
-    assert time.monotonic() - started < 1.4
+    assert time.monotonic() - started < 3.0  # the client's 0.5s (slack for a busy machine), not 5s
     assert read(client, "x")["data"]["data"] == {"a": "b"}
 
 
@@ -467,13 +467,13 @@ def test_namespaces_keep_data_apart(vault: VaultEmulator) -> None:
 
 
 def test_keep_alive_200_sequential_reads_are_fast(vault: VaultEmulator, root: hvac.Client) -> None:
-    """200 reads on one kept-alive connection finish well under the Nagle-stall budget."""
+    """200 reads on one kept-alive connection finish well under the Nagle-stall budget (8 s)."""
     vault.kv_put(KV, "hot", {"a": "b"})
     read(root, "hot")
     started = time.perf_counter()
     for _ in range(200):
         read(root, "hot")
-    assert time.perf_counter() - started < 5.0
+    assert time.perf_counter() - started < 7.0
 
 
 def test_command_line_serves_until_interrupted() -> None:

@@ -64,10 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as problem:
             parser.error(f"--grant: {problem}")
     endpoint.start()
-    print(endpoint.url, flush=True)
-    if endpoint.ca_bundle:
-        print(f"CA bundle: {endpoint.ca_bundle}", file=sys.stderr, flush=True)
+    # Ctrl-C may come as soon as the URL is out (a script that got its answer): the handler
+    # must already be in place when it is printed, or the interrupt escapes as a traceback.
     try:
+        print(endpoint.url, flush=True)
+        if endpoint.ca_bundle:
+            print(f"CA bundle: {endpoint.ca_bundle}", file=sys.stderr, flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
