@@ -11,8 +11,8 @@ real dev server can be shared. Real-Vault runs carry the `realvault` marker:
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import re
 import socket
 import threading
@@ -39,16 +39,16 @@ from rotator.errors import (
 from rotator.events import validate
 from rotator.stores.base import WriteResult
 from rotator.stores.vault import VaultStore
+from rotator.testing.openbao import OpenBaoServer
+from rotator.testing.recording_proxy import RecordingProxy
 from rotator.testing.salesforce import SalesforceEndpoint
+from rotator.testing.tokenreview import TokenReviewServer, service_account_jwt
 from rotator.testing.vault import VaultEmulator
 from tests.conftest import CLIENT_ID, USERNAME, toml_value, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY_FILE = REPO / "deploy" / "vault" / "rotator-policy.hcl"
-REAL = bool(os.environ.get("VAULT_ADDR") and os.environ.get("VAULT_TOKEN"))
-REAL_SKIP = "set VAULT_ADDR and VAULT_TOKEN to run against a real Vault"
 TOKEN_ENV = "ROTATOR_TEST_VAULT_TOKEN"
-LOGIN = ("POST", "/v1/auth/approle/login")
 RENEW = ("POST", "/v1/auth/token/renew-self")
 
 
@@ -70,6 +70,9 @@ class Clock:
 
 class Emulated(VaultEmulator):
     emulated = True
+    approle_mount = "approle"
+    kubernetes_mount = "kubernetes"
+    login_request = ("POST", "/v1/auth/approle/login")
 
     def __init__(self, clock: Clock) -> None:
         super().__init__(clock=clock)
@@ -83,19 +86,34 @@ class Emulated(VaultEmulator):
 
 
 class RealVault:
-    """The emulator's helper API over a real Vault, through its root token."""
+    """The emulator's helper API over a real Vault-API server (the session's `bao server -dev`,
+    or VAULT_ADDR/VAULT_TOKEN), through its root token.
+
+    Stores under test talk to it through a RecordingProxy (``url``), so ``requests`` logs what
+    they sent, as the emulator's log does; the helpers here go to the server directly. Every
+    test gets its own auth mounts, policies and paths (suffix ``uid``) and removes them after.
+    """
 
     emulated = False
 
-    def __init__(self) -> None:
-        self.url = os.environ["VAULT_ADDR"].rstrip("/")
-        self.root_token = os.environ["VAULT_TOKEN"]
-        self.client = hvac.Client(url=self.url, token=self.root_token)
+    def __init__(self, server: OpenBaoServer) -> None:
+        self.server = server
+        self.direct_url = server.url
+        self.root_token = server.root_token
+        self.client = hvac.Client(url=self.direct_url, token=self.root_token)
         self.uid = uuid.uuid4().hex[:10]
         self.prefix = f"rotator-test/{self.uid}"
+        self.approle_mount = f"approle-{self.uid}"
+        self.kubernetes_mount = f"kubernetes-{self.uid}"
         self.issued: list[str] = []
         self._policies: set[str] = set()
-        self._roles: set[str] = set()
+        self._mounts: set[str] = set()
+        self._tokens: list[str] = []
+        self._tokenreview: TokenReviewServer | None = None
+        self.proxy = RecordingProxy(self.direct_url).start()
+        self.url = self.proxy.url
+        self.requests = self.proxy.requests
+        self.login_request = ("POST", f"/v1/auth/{self.approle_mount}/login")
 
     def needs_emulator(self, what: str) -> None:
         pytest.skip(f"emulator only: {what} cannot be done to a real Vault from a test")
@@ -104,6 +122,8 @@ class RealVault:
         return name if name in ("default", "root") else f"{name}-{self.uid}"
 
     def add_policy(self, name: str, rules: dict[str, list[str]]) -> None:
+        if name == "default":  # the server's own default policy is shared: never replace it
+            name = "extra-default"
         hcl = "\n".join(f'path "{path}" {{\n  capabilities = {json.dumps(sorted(caps))}\n}}'
                         for path, caps in rules.items())
         self.client.sys.create_or_update_acl_policy(name=self._policy(name), policy=hcl)
@@ -116,28 +136,51 @@ class RealVault:
             renewable=renewable, explicit_max_ttl=f"{int(max_ttl)}s")
         token = reply["auth"]["client_token"]
         self.issued.append(token)
+        self._tokens.append(token)
         return token
 
+    def _enable(self, kind: str, mount: str) -> None:
+        if f"{mount}/" not in self.client.sys.list_auth_methods()["data"]:
+            self.client.sys.enable_auth_method(kind, path=mount)
+            self._mounts.add(mount)
+
     def add_approle(self, role: str, *, policies: list[str], token_ttl: float = 3600,
-                    token_max_ttl: float = 86400) -> tuple[str, str]:
-        methods = self.client.sys.list_auth_methods()
-        if "approle/" not in methods.get("data", methods):
-            self.client.sys.enable_auth_method("approle")
-        name = f"{role}-{self.uid}"
+                    token_max_ttl: float = 86400, **settings: Any) -> tuple[str, str]:
+        self._enable("approle", self.approle_mount)
         self.client.auth.approle.create_or_update_approle(
-            name, token_policies=[self._policy(p) for p in policies],
-            token_ttl=f"{int(token_ttl)}s", token_max_ttl=f"{int(token_max_ttl)}s")
-        self._roles.add(name)
-        role_id = self.client.auth.approle.read_role_id(name)["data"]["role_id"]
-        secret_id = self.client.auth.approle.generate_secret_id(name)["data"]["secret_id"]
+            role, token_policies=[self._policy(p) for p in policies],
+            token_ttl=f"{int(token_ttl)}s", token_max_ttl=f"{int(token_max_ttl)}s",
+            mount_point=self.approle_mount, **settings)
+        role_id = self.client.auth.approle.read_role_id(
+            role, mount_point=self.approle_mount)["data"]["role_id"]
+        secret_id = self.client.auth.approle.generate_secret_id(
+            role, mount_point=self.approle_mount)["data"]["secret_id"]
         self.issued.append(secret_id)
         return role_id, secret_id
 
-    def add_kubernetes_role(self, role: str, **_: Any) -> None:
-        pytest.skip("Kubernetes auth on a real Vault needs a Kubernetes API server")
+    def add_kubernetes_role(self, role: str, *, jwt: str, policies: list[str],
+                            token_ttl: float = 3600, token_max_ttl: float = 86400) -> None:
+        """The real Kubernetes auth method, reviewing JWTs against a loopback TokenReview."""
+        if self._tokenreview is None:
+            self._tokenreview = TokenReviewServer().start()
+            self._enable("kubernetes", self.kubernetes_mount)
+            self.client.write(f"auth/{self.kubernetes_mount}/config",
+                              **self._tokenreview.vault_config())
+        self._tokenreview.register(jwt, namespace="rotator", service_account=role)
+        self.client.write(
+            f"auth/{self.kubernetes_mount}/role/{role}", bound_service_account_names=[role],
+            bound_service_account_namespaces=["rotator"],
+            token_policies=[self._policy(p) for p in policies], token_ttl=f"{int(token_ttl)}s",
+            token_max_ttl=f"{int(token_max_ttl)}s")
 
     def revoke_token(self, token: str) -> None:
         self.client.auth.token.revoke(token)
+
+    def seal(self) -> None:
+        self.server.seal()
+
+    def unseal(self) -> None:
+        self.server.unseal()
 
     def kv_put(self, mount: str, path: str, data: dict[str, Any]) -> int:
         reply = self.client.secrets.kv.v2.create_or_update_secret(
@@ -162,6 +205,11 @@ class RealVault:
                 if not v["destroyed"]}
 
     def cleanup(self) -> None:
+        self.proxy.stop()
+        if self._tokenreview is not None:
+            self._tokenreview.stop()
+        if self.server.process is not None and self.server.sealed():
+            self.server.unseal()  # a failed sealing test must not break the next ones
         kv = self.client.secrets.kv.v2
 
         def remove(folder: str) -> None:
@@ -177,10 +225,13 @@ class RealVault:
                                                         mount_point="secret")
 
         remove(self.prefix)
+        for token in self._tokens:
+            with contextlib.suppress(hvac.exceptions.VaultError):
+                self.client.auth.token.revoke(token)
+        for mount in self._mounts:  # disabling an auth mount revokes its tokens too
+            self.client.sys.disable_auth_method(mount)
         for name in self._policies:
             self.client.sys.delete_policy(name)
-        for role in self._roles:
-            self.client.auth.approle.delete_role(role)
 
 
 @pytest.fixture
@@ -191,9 +242,7 @@ def clock() -> Clock:
 @pytest.fixture(params=["emulator", pytest.param("real", marks=pytest.mark.realvault)])
 def vault(request: pytest.FixtureRequest, clock: Clock, secret_guard: Any) -> Iterator[Any]:
     if request.param == "real":
-        if not REAL:
-            pytest.skip(REAL_SKIP)
-        server: Any = RealVault()
+        server: Any = RealVault(request.getfixturevalue("openbao"))
     else:
         server = Emulated(clock).start()
     try:
@@ -241,12 +290,14 @@ def auth_for(method: str, vault: Any, tmp_path: Path, monkeypatch: pytest.Monkey
         (tmp_path / "role_id").write_text(role_id)
         (tmp_path / "secret_id").write_text(secret_id)
         return {"method": "approle", "role_id_file": str(tmp_path / "role_id"),
-                "secret_id_file": str(tmp_path / "secret_id")}
-    jwt = "k8s-sa-jwt." + uuid.uuid4().hex  # the emulator compares it byte for byte
+                "secret_id_file": str(tmp_path / "secret_id"), "mount": vault.approle_mount}
+    # the emulator compares it byte for byte; the real server asks the TokenReview stand-in
+    jwt = service_account_jwt(namespace="rotator", service_account="rotator")
     vault.add_kubernetes_role("rotator", jwt=jwt, policies=policies, **role)
     vault.issued.append(jwt)
     (tmp_path / "sa-token").write_text(jwt)
-    return {"method": "kubernetes", "role": "rotator", "jwt_file": str(tmp_path / "sa-token")}
+    return {"method": "kubernetes", "role": "rotator", "jwt_file": str(tmp_path / "sa-token"),
+            "mount": vault.kubernetes_mount}
 
 
 def store_config(url: str, auth: dict[str, Any], **extra: Any) -> VaultStoreConfig:
@@ -356,12 +407,13 @@ def test_rotation_reads_key_and_writes_token_versions(
     assert custom["credential"] == "sf" and custom["key_sha256"] == key_sha256
     assert custom["written_by"] == "rotator" and custom["version"] == "2"
     assert re.fullmatch(r"[0-9a-f]{32}", custom["rotation_id"])
-    if vault.emulated:
-        login = {"token_file": ("GET", "/v1/auth/token/lookup-self"),
-                 "token_env": ("GET", "/v1/auth/token/lookup-self"),
-                 "approle": LOGIN, "kubernetes": ("POST", "/v1/auth/kubernetes/login")}[method]
-        assert login in vault.requests
-        assert ("POST", f"/v1/secret/metadata/{path}") in vault.requests
+    # the emulator's log, or the recording proxy in front of the real server
+    login = {"token_file": ("GET", "/v1/auth/token/lookup-self"),
+             "token_env": ("GET", "/v1/auth/token/lookup-self"),
+             "approle": vault.login_request,
+             "kubernetes": ("POST", f"/v1/auth/{vault.kubernetes_mount}/login")}[method]
+    assert login in vault.requests
+    assert ("POST", f"/v1/secret/metadata/{path}") in vault.requests
 
 
 def test_custom_metadata_is_optional_in_the_policy(
@@ -384,7 +436,6 @@ def test_check_is_read_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`rotator check` logs in, looks its token up and reads the key, writing nothing."""
-    vault.needs_emulator("the request log")
     config, _ = setup_rotation(vault, endpoint, rsa_keys, tmp_path, monkeypatch)
     result = run_cli("--config", config, "check")
     assert result.code == 0, result.out + result.err
@@ -403,7 +454,6 @@ def test_sealed_vault_fails_the_rotation_and_keeps_the_token(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A sealed Vault fails the rotation saying 'sealed' and the address; version 1 stays current."""
-    vault.needs_emulator("sealing Vault")
     config, _ = setup_rotation(vault, endpoint, rsa_keys, tmp_path, monkeypatch)
     assert rotate(run_cli, config).code == 0
     before = vault.kv_versions("secret", f"{vault.prefix}/sf/token")
@@ -610,7 +660,7 @@ def test_token_is_renewed_at_two_thirds_of_its_ttl_over_a_long_run(
     vault.kv_put("secret", path, {"private_key": "x", "certificate": "y"})
     store = token_store(vault, tmp_path, monkeypatch, clock, token_ttl=300, token_max_ttl=3600)
     store.read(path)
-    assert vault.requests.count(LOGIN) == 1
+    assert vault.requests.count(vault.login_request) == 1
     clock.advance(199)
     store.read(path)
     assert RENEW not in vault.requests
@@ -622,14 +672,14 @@ def test_token_is_renewed_at_two_thirds_of_its_ttl_over_a_long_run(
     for _ in range(60):  # an hour, one read a minute
         clock.advance(60)
         assert store.read(path) is not None
-        if relogin_at is None and vault.requests.count(LOGIN) == 2:
+        if relogin_at is None and vault.requests.count(vault.login_request) == 2:
             relogin_at = clock.offset
             renewals = vault.requests.count(RENEW)
     # renewed at 201 s, then every 240 s (the first read past 2/3 of 300 s) up to 3321 s,
     # where Vault caps the TTL at the token's max TTL (279 s left): no more renewals, one
     # fresh login at 2/3 of that (3561 s), before the first token dies at 3600 s.
     assert relogin_at == pytest.approx(3561) and renewals == 14
-    assert vault.requests.count(LOGIN) == 2
+    assert vault.requests.count(vault.login_request) == 2
     assert ("GET", "/v1/auth/token/lookup-self") not in vault.requests  # never a 403 probe
 
 
@@ -649,7 +699,7 @@ def test_refused_renewal_leads_to_a_fresh_login(
     mark = len(vault.requests)
     assert store.read(path) is not None
     probe = ("GET", "/v1/auth/token/lookup-self")  # is the token dead, or renewal not allowed?
-    assert vault.requests[mark:] == [RENEW, probe, LOGIN, ("GET", f"/v1/secret/data/{path}")]
+    assert vault.requests[mark:] == [RENEW, probe, vault.login_request, ("GET", f"/v1/secret/data/{path}")]
 
 
 def test_expired_token_is_replaced_before_the_request(
@@ -664,7 +714,7 @@ def test_expired_token_is_replaced_before_the_request(
     clock.advance(301)
     mark = len(vault.requests)
     assert store.read(path) is not None
-    assert vault.requests[mark:] == [LOGIN, ("GET", f"/v1/secret/data/{path}")]
+    assert vault.requests[mark:] == [vault.login_request, ("GET", f"/v1/secret/data/{path}")]
 
 
 def test_revoked_token_means_one_relogin_and_one_retry(
@@ -679,14 +729,14 @@ def test_revoked_token_means_one_relogin_and_one_retry(
     old = store._client.token
     secret_guard.add(old)
     vault.revoke_token(old)
-    mark = len(vault.requests) if vault.emulated else 0
+    mark = len(vault.requests)
     record = store.read(path)
     assert record is not None and record.data["private_key"] == "x"
     assert store._client.token not in (None, old)
     secret_guard.add(store._client.token)
-    if vault.emulated:
-        get = ("GET", f"/v1/secret/data/{path}")
-        assert vault.requests[mark:] == [get, ("GET", "/v1/auth/token/lookup-self"), LOGIN, get]
+    get = ("GET", f"/v1/secret/data/{path}")
+    assert vault.requests[mark:] == [get, ("GET", "/v1/auth/token/lookup-self"),
+                                     vault.login_request, get]
 
 
 def test_revoked_token_file_is_reread_and_never_retried_blindly(
@@ -724,14 +774,14 @@ def test_failed_logins_back_off_and_are_not_retried_inside_the_window(
         store.read(path)
     for window in (1, 2, 4, 8):
         clock.advance(window - 0.1)
-        attempts = vault.requests.count(LOGIN)
+        attempts = vault.requests.count(vault.login_request)
         with pytest.raises(StoreAuthError, match=r"next attempt in 0\.1s"):
             store.read(path)
-        assert vault.requests.count(LOGIN) == attempts  # refused without asking Vault
+        assert vault.requests.count(vault.login_request) == attempts  # refused without asking Vault
         clock.advance(0.1)
         with pytest.raises(StoreAuthError, match="invalid role or secret ID"):
             store.read(path)
-        assert vault.requests.count(LOGIN) == attempts + 1
+        assert vault.requests.count(vault.login_request) == attempts + 1
     for _ in range(10):  # the window stops growing at 5 minutes
         clock.advance(300)
         with pytest.raises(StoreAuthError, match="invalid role or secret ID"):
@@ -770,7 +820,7 @@ def test_no_vault_token_in_any_output(
     assert len(secrets_) >= 3
     leaked = [s[:6] for s in secrets_ for t in texts if s in t]
     assert leaked == []
-    assert "login at auth/approle/login was refused" in bad.out
+    assert f"login at auth/{vault.approle_mount}/login was refused" in bad.out
     events = store_events(texts[0]) + store_events(bad.err)
     assert [e["event"] for e in events] == ["store.auth.login", "store.auth.failed"]
     assert [problem for e in events for problem in validate(e)] == []
