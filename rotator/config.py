@@ -169,7 +169,11 @@ class VaultStoreConfig(_Model):
     mount: str = "secret"
     namespace: str | None = None
     ca_cert: Path | None = None
+    # the most one Vault request may take, start to end (connect, headers, body, redirects)
     timeout: Duration = Field(default=10.0, gt=0)
+    # hosts (host or host:port, e.g. the cluster's other nodes) a redirect may lead to besides
+    # url's own; the Vault token is never sent anywhere else
+    redirect_hosts: tuple[str, ...] = ()
     auth: VaultAuthConfig = VaultAuthConfig()
 
 

@@ -50,6 +50,7 @@ from rotator.errors import (
 )
 from rotator.stores.base import Record, WriteResult
 from rotator.stores.vault_auth import CONVERTED, VaultAuth, convert_error, vault_message
+from rotator.stores.vault_http import GuardedSession
 
 _CAS_MISMATCH = "check-and-set parameter did not match"
 _POLICY_FILE = "deploy/vault/rotator-policy.hcl"
@@ -84,9 +85,14 @@ class VaultStore:
         self.namespace = (config.namespace or "").strip("/") or None
         # TLS is always verified: against ca_cert when given, else the system trust store.
         verify: str | bool = str(config.ca_cert) if config.ca_cert is not None else True
+        # Redirects only to this host (or redirect_hosts), and a deadline on every request:
+        # see rotator.stores.vault_http.
+        session = GuardedSession(self.address, deadline=config.timeout,
+                                 redirect_hosts=tuple(config.redirect_hosts))
+        session.verify = verify  # hvac takes the session's verify over its own argument
         self._client = hvac.Client(
             url=self.address, token="", verify=verify, timeout=config.timeout,
-            namespace=self.namespace, adapter=_Adapter,
+            namespace=self.namespace, adapter=_Adapter, session=session, allow_redirects=False,
         )
         self.auth = VaultAuth(
             self._client, config.auth, store=name, address=self.address, clock=clock,

@@ -50,6 +50,7 @@ from rotator.errors import (
     StoreError,
     StoreUnavailable,
 )
+from rotator.stores.vault_http import DeadlineExceeded, RedirectRefused
 
 # what talking to Vault can raise, all converted into rotator errors (anything else is a bug)
 CONVERTED = (hvac_errors.VaultError, requests.exceptions.RequestException, OSError, ValueError)
@@ -500,6 +501,10 @@ def _retry_after(exc: BaseException) -> float | None:
 
 def _network_reason(exc: BaseException, address: str) -> str:
     chain = _chain(exc)
+    if isinstance(exc, RedirectRefused):
+        return f"Vault at {address} answered with a redirect; {exc}"
+    if isinstance(exc, DeadlineExceeded):
+        return f"Vault at {address} did not answer in time (total deadline: {exc})"
     if isinstance(exc, requests.exceptions.SSLError):
         return f"TLS verification with Vault at {address} failed"
     if isinstance(exc, requests.exceptions.ConnectTimeout):
@@ -520,6 +525,9 @@ def _network_reason(exc: BaseException, address: str) -> str:
 
 
 def _network_hint(exc: BaseException) -> str | None:
+    if isinstance(exc, RedirectRefused):
+        return ("point url at the node that answers (the active node or the load balancer), "
+                "or list the redirect's host in the store setting redirect_hosts")
     if isinstance(exc, requests.exceptions.SSLError):
         return "set ca_cert to the CA bundle that signed Vault's certificate"
     return "check url and that Vault is running and reachable from here"
