@@ -81,6 +81,9 @@ class Emulated(VaultEmulator):
     def needs_emulator(self, what: str) -> None:
         return None
 
+    def needs_real(self, what: str) -> None:
+        pytest.skip(f"real server only: the emulator has no {what}")
+
     def cleanup(self) -> None:
         self.stop()
 
@@ -108,6 +111,7 @@ class RealVault:
         self.issued: list[str] = []
         self._policies: set[str] = set()
         self._mounts: set[str] = set()
+        self.secret_mounts: set[str] = set()
         self._tokens: list[str] = []
         self._tokenreview: TokenReviewServer | None = None
         self.proxy = RecordingProxy(self.direct_url).start()
@@ -117,6 +121,9 @@ class RealVault:
 
     def needs_emulator(self, what: str) -> None:
         pytest.skip(f"emulator only: {what} cannot be done to a real Vault from a test")
+
+    def needs_real(self, what: str) -> None:
+        return None
 
     def _policy(self, name: str) -> str:
         return name if name in ("default", "root") else f"{name}-{self.uid}"
@@ -228,6 +235,8 @@ class RealVault:
         for token in self._tokens:
             with contextlib.suppress(hvac.exceptions.VaultError):
                 self.client.auth.token.revoke(token)
+        for mount in self.secret_mounts:
+            self.client.sys.disable_secrets_engine(mount)
         for mount in self._mounts:  # disabling an auth mount revokes its tokens too
             self.client.sys.disable_auth_method(mount)
         for name in self._policies:
@@ -632,8 +641,9 @@ def test_a_wrong_mount_is_an_error_not_a_missing_record(
     store = VaultStore("vault", store_config(vault.url, auth, mount="no-such-kv"), clock=clock)
     with pytest.raises(StoreError) as caught:
         store.read(f"{vault.prefix}/sf/key")
-    assert "no handler for route" in caught.value.diagnostics()
-    assert "'no-such-kv' the path of a KV version 2 mount" in caught.value.diagnostics()
+    # Vault's answer for a mount that does not exist (or that the token cannot see)
+    assert "cannot look up the mount no-such-kv/" in caught.value.diagnostics()
+    assert "no such mount" in caught.value.diagnostics()
 
 
 def test_key_record_that_is_not_a_map_is_a_record_error(
@@ -856,3 +866,34 @@ def test_namespace_header_and_custom_mount(
     assert vault.kv_get("secret", path, namespace="team-a") == {"access_token": "t"}
     assert vault.kv_get("secret", path) is None
     assert store.describe() == f"vault {vault.url} mount secret namespace team-a"
+
+
+def test_kv_version_1_mount_is_refused_before_anything_is_written(
+    vault: Any, endpoint: Any, rsa_keys: Any, run_cli: Any, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, clock: Clock,
+) -> None:
+    """check, rotate and a direct write on a KV v1 mount fail with one line; the mount stays empty."""
+    vault.needs_real("KV version 1 mounts")
+    mount = f"kv1-{vault.uid}"
+    vault.client.sys.enable_secrets_engine("kv", path=mount, options={"version": "1"})
+    vault.secret_mounts.add(mount)
+    vault.add_policy("rotator", {f"{mount}/*": ["create", "read", "update"],
+                                 "auth/token/lookup-self": ["read"]})
+    auth = auth_for("approle", vault, tmp_path, monkeypatch, policies=["rotator"])
+    config = write_config(
+        tmp_path / "rotator.toml", login_url=endpoint.url,
+        stores=stores_toml(vault.url, auth, mount=mount),
+        credentials={"sf": {"key": "vault:sf/key", "token": "vault:sf/token"}})
+    expected = f"mount {mount}/ at {vault.url} is KV version 1; rotator needs KV version 2"
+    check = run_cli("--config", config, "check")
+    assert check.code != 0 and expected in check.out + check.err
+    assert expected in failure(rotate(run_cli, config))
+    store = VaultStore("vault", store_config(vault.url, auth, mount=mount), clock=clock)
+    with pytest.raises(StoreError) as caught:
+        store.write("sf/token", {"access_token": "t0k"}, expected_version=None)
+    assert expected in caught.value.diagnostics()
+    assert "vault kv enable-versioning" in caught.value.diagnostics()
+    listed = vault.client.adapter.request("LIST", f"/v1/{mount}/", raise_exception=False)
+    assert listed.status_code == 404  # nothing at all was written to the v1 mount
+    writes = [r for r in vault.requests if r[1].startswith(f"/v1/{mount}/")]
+    assert writes == []
