@@ -153,6 +153,11 @@ class VaultAuthConfig(_Model):
     # TTL), and whether a token rotator logged in for (approle, kubernetes) is revoked on exit
     renew_increment: Duration | None = None
     revoke_on_close: bool = True
+    # approle: Vault locks a role_id after `lockout_threshold` failed logins within
+    # `lockout_window` (its user lockout defaults: 5 in 15 min); rotator's own retries stay
+    # below that, shared by every store of the process that logs in with the same role
+    lockout_threshold: int = Field(default=5, ge=2, le=1000)
+    lockout_window: Duration = Field(default=900.0, gt=0)
 
     @model_validator(mode="after")
     def _complete(self) -> VaultAuthConfig:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import socket
 import threading
@@ -769,38 +770,68 @@ def test_revoked_token_file_is_reread_and_never_retried_blindly(
         store.read(path)
 
 
-def test_failed_logins_back_off_and_are_not_retried_inside_the_window(
+def test_failed_logins_back_off_and_stay_under_the_lockout_threshold(
     vault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock,
 ) -> None:
-    """Bad secret_id: logins are spaced 1 s, 2 s, 4 s ... up to 5 min; none inside a window."""
-    vault.needs_emulator("the request log")
+    """Bad secret_id: logins back off 1 s, 2 s ..., stop at threshold - 2 failures (Vault locks
+    the role at 5); the corrected file is tried at the very next attempt and works."""
     vault.add_policy("rotator", shipped_policy(vault.prefix))
     auth = auth_for("approle", vault, tmp_path, monkeypatch, policies=["rotator"])
     good = (tmp_path / "secret_id").read_text()
     (tmp_path / "secret_id").write_text("not-the-secret-id")
     store = VaultStore("vault", store_config(vault.url, auth), clock=clock, random=lambda: 0.0)
     path = f"{vault.prefix}/sf/key"
+    logins = lambda: vault.requests.count(vault.login_request)  # noqa: E731
     with pytest.raises(StoreAuthError, match="invalid role or secret ID"):
         store.read(path)
-    for window in (1, 2, 4, 8):
-        clock.advance(window - 0.1)
-        attempts = vault.requests.count(vault.login_request)
-        with pytest.raises(StoreAuthError, match=r"next attempt in 0\.1s"):
-            store.read(path)
-        assert vault.requests.count(vault.login_request) == attempts  # refused without asking Vault
-        clock.advance(0.1)
-        with pytest.raises(StoreAuthError, match="invalid role or secret ID"):
-            store.read(path)
-        assert vault.requests.count(vault.login_request) == attempts + 1
-    for _ in range(10):  # the window stops growing at 5 minutes
-        clock.advance(300)
-        with pytest.raises(StoreAuthError, match="invalid role or secret ID"):
-            store.read(path)
-    with pytest.raises(StoreAuthError, match=r"next attempt in 300\.0s"):
+    clock.advance(0.9)
+    with pytest.raises(StoreAuthError, match=r"next attempt in 0\.1s"):
         store.read(path)
+    assert logins() == 1  # refused without asking Vault
+    for window in (0.1, 2):
+        clock.advance(window)
+        with pytest.raises(StoreAuthError, match="invalid role or secret ID"):
+            store.read(path)
+    for _ in range(4):  # 13 quiet minutes by the store's clock: no more logins
+        clock.advance(200)
+        with pytest.raises(StoreAuthError, match=r"not attempted: 3 failed login\(s\) for this "
+                                                 r"role in the last 900s, and 5 would lock it"):
+            store.read(path)
+    assert logins() == 3
     (tmp_path / "secret_id").write_text(good)
-    clock.advance(300)
-    assert store.read(path) is None  # logged in; nothing stored there yet
+    assert store.read(path) is None  # the next attempt logs in: the role was never locked
+    assert logins() == 4
+
+
+def test_a_locked_role_is_diagnosed_with_the_unlock_command(
+    vault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock,
+) -> None:
+    """Another replica locked the role: the right secret_id is refused, and the diagnosis says
+    'locked out' and names the unlock command, without the secret_id."""
+    vault.needs_real("user lockout")
+    vault.add_policy("rotator", shipped_policy(vault.prefix))
+    auth = auth_for("approle", vault, tmp_path, monkeypatch, policies=["rotator"])
+    role_id = (tmp_path / "role_id").read_text()
+    for _ in range(5):  # five bad logins from elsewhere lock the role_id
+        with pytest.raises(hvac.exceptions.VaultError):
+            vault.client.auth.approle.login(role_id, "wrong", mount_point=vault.approle_mount)
+    store = VaultStore("vault", store_config(vault.url, auth), clock=clock)
+    with pytest.raises(StoreAuthError) as caught:
+        store.read(f"{vault.prefix}/sf/key")
+    text = caught.value.diagnostics()
+    assert "locked out after repeated failed logins" in text
+    assert (f"vault write -f sys/locked-users/$(vault read -field=accessor "
+            f"sys/auth/{vault.approle_mount})/unlock/{role_id}") in text
+    assert (tmp_path / "secret_id").read_text() not in text
+    logins = vault.requests.count(vault.login_request)
+    clock.advance(2)  # past the backoff
+    with pytest.raises(StoreAuthError, match="the role is locked out"):
+        store.read(f"{vault.prefix}/sf/key")  # not tried again while locked
+    assert vault.requests.count(vault.login_request) == logins
+    accessor = vault.client.read(f"sys/auth/{vault.approle_mount}")["data"]["accessor"]
+    vault.client.write(f"sys/locked-users/{accessor}/unlock/{role_id}")  # the hinted command
+    os.utime(tmp_path / "secret_id", ns=(time.time_ns(), time.time_ns() + 10**9))  # `touch`
+    assert store.read(f"{vault.prefix}/sf/key") is None  # a touched file: tried, and works
 
 
 # ---------------------------------------------------------------------------- secrets, TLS, namespace

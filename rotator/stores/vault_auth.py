@@ -60,6 +60,44 @@ RENEW_FRACTION = 2 / 3  # Vault Agent's rule: renew when 2/3 of the lease has pa
 BACKOFF_JITTER = 0.25  # a delay is drawn from (1 - 0.25, 1] x the nominal one
 
 
+class _LoginLedger:
+    """Failed AppRole logins per (Vault, mount, role_id) in this process, so that every store
+    and retry together stay under Vault's user-lockout threshold."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failures: dict[str, list[float]] = {}
+        self._locked_until: dict[str, float] = {}
+
+    def recent(self, key: str, now: float, window: float) -> int:
+        """Failures that Vault still counts: its counter resets only after `window` passes
+        with no failed login at all (lockout_counter_reset), not one failure at a time."""
+        with self._lock:
+            failures = self._failures.get(key, [])
+            if failures and now - failures[-1] >= window:
+                failures.clear()
+            return len(failures)
+
+    def failed(self, key: str, now: float) -> None:
+        with self._lock:
+            self._failures.setdefault(key, []).append(now)
+
+    def locked(self, key: str, now: float, until: float | None = None) -> float:
+        """Seconds left of a lockout we saw (0: none); with `until`, record one."""
+        with self._lock:
+            if until is not None:
+                self._locked_until[key] = until
+            return max(0.0, self._locked_until.get(key, 0.0) - now)
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._failures.pop(key, None)
+            self._locked_until.pop(key, None)
+
+
+LOGIN_LEDGER = _LoginLedger()
+
+
 class VaultAuth:
     """Owns the hvac client's token: login, TTL bookkeeping, renewal, re-login, backoff."""
 
@@ -102,6 +140,7 @@ class VaultAuth:
         self._failures = 0
         self._next_login_at = 0.0
         self._last_failure = ""
+        self._failed_creds: str | None = None  # digest of the credential files that failed
 
     def __repr__(self) -> str:
         return f"<VaultAuth store={self.store!r} method={self.method} mount={self.mount}>"
@@ -180,9 +219,27 @@ class VaultAuth:
             if self._expires_at is not None and now >= self._expires_at:
                 raise
 
+    def _creds_digest(self) -> str | None:
+        """SHA-256 over the credential files as they are now, modification time included (None
+        if unreadable): a changed file (a corrected secret_id, a new token, or a `touch` after
+        an unlock) is worth an attempt at once."""
+        paths = {"token": [self.config.token_file], "approle": [self.config.role_id_file,
+                 self.config.secret_id_file], "kubernetes": [self.config.jwt_file]}[self.method]
+        digest = hashlib.sha256()
+        for path in paths:
+            if path is None:
+                return None
+            try:
+                digest.update(path.read_bytes() + str(path.stat().st_mtime_ns).encode() + b"\0")
+            except OSError:
+                return None
+        return digest.hexdigest()
+
     def _login(self) -> None:
         now = self._clock()
-        if now < self._next_login_at:
+        changed = self._failed_creds is not None and self._creds_digest() not in (
+            None, self._failed_creds)
+        if now < self._next_login_at and not changed:
             left = self._next_login_at - now
             raise StoreAuthError(
                 self.store, "",
@@ -194,6 +251,7 @@ class VaultAuth:
         try:
             ttl, renewable = self._method_login()
         except RotatorError as err:
+            self._failed_creds = self._creds_digest()
             # a scheduled re-login that failed: keep using the current token while it lives
             self._client.token = previous if self._have_token else None
             self._failures += 1
@@ -206,6 +264,7 @@ class VaultAuth:
         self._failures = 0
         self._next_login_at = 0.0
         self._last_failure = ""
+        self._failed_creds = None
         self._set_lease(ttl, renewable, at_login=True)
         self._have_token = True
         self._generation += 1
@@ -220,6 +279,7 @@ class VaultAuth:
             role_id = _read_secret_file(self.config.role_id_file, "role_id_file", self.store)
             secret_id = _read_secret_file(self.config.secret_id_file, "secret_id_file", self.store)
             body = {"role_id": role_id, "secret_id": secret_id}
+            lockout_key = self._approle_guard(role_id, secret_id)
         else:
             jwt = _read_secret_file(self.config.jwt_file, "jwt_file", self.store)
             body = {"role": self.config.role, "jwt": jwt}
@@ -228,9 +288,13 @@ class VaultAuth:
         try:
             reply = self._client.adapter.post(f"/v1/{where}", json=body)
         except CONVERTED as exc:
+            if self.method == "approle":
+                raise self._approle_refused(exc, where, lockout_key, body["role_id"]) from None
             raise self._login_error(exc, where) from None
         finally:
             body.clear()
+        if self.method == "approle":
+            LOGIN_LEDGER.clear(lockout_key)
         auth = reply.get("auth") if isinstance(reply, dict) else None
         token = auth.get("client_token") if isinstance(auth, dict) else None
         if not token:
@@ -239,6 +303,57 @@ class VaultAuth:
         self._client.token = token
         self._from_login = True
         return _seconds(auth.get("lease_duration")), bool(auth.get("renewable"))
+
+    def _approle_guard(self, role_id: str, secret_id: str) -> str:
+        """Refuse to try a login that could lock the role out (returns the ledger key).
+
+        Vault locks a role_id after lockout_threshold failures within lockout_window, and
+        then refuses even the right secret_id. Unchanged credentials that failed get at most
+        threshold - 2 attempts per window; the last slot below the threshold is kept for a
+        corrected secret_id file, which is tried at once."""
+        key = hashlib.sha256(f"{self.address}\0{self.mount}\0{role_id}".encode()).hexdigest()
+        now = self._clock()
+        window = self.config.lockout_window
+        unchanged = self._failed_creds is not None and self._creds_digest() == self._failed_creds
+        locked = LOGIN_LEDGER.locked(key, now)
+        if locked and unchanged:
+            raise StoreAuthError(
+                self.store, "", f"Vault approle login not attempted: the role is locked out "
+                f"(seen {int(window - locked)}s ago); next attempt in {locked:.0f}s or when "
+                "role_id_file/secret_id_file change", hint=self._unlock_hint(role_id))
+        failures = LOGIN_LEDGER.recent(key, now, window)
+        allowed = self.config.lockout_threshold - (2 if unchanged else 1)
+        if failures >= allowed:
+            raise StoreAuthError(
+                self.store, "",
+                f"Vault approle login not attempted: {failures} failed login(s) for this role in "
+                f"the last {window:g}s, and {self.config.lockout_threshold} would lock it out "
+                "(auth.lockout_threshold)",
+                hint="fix secret_id_file: a changed file is tried at the next attempt",
+            )
+        return key
+
+    def _approle_refused(self, exc: BaseException, where: str, key: str, role_id: str
+                         ) -> RotatorError:
+        status = _status(exc)
+        if status not in (400, 403):
+            return self._login_error(exc, where)
+        now = self._clock()
+        LOGIN_LEDGER.failed(key, now)
+        if status == 403:  # a wrong secret_id is a 400; a 403 at login means "locked out"
+            LOGIN_LEDGER.locked(key, now, until=now + self.config.lockout_window)
+            return StoreAuthError(
+                self.store, "",
+                f"Vault approle login at {where} was refused with \"permission denied\": the "
+                "role is locked out after repeated failed logins (Vault's user lockout; even the "
+                "right secret_id is refused until it ends, 15 min by default)",
+                hint=self._unlock_hint(role_id),
+            )
+        return self._login_error(exc, where)
+
+    def _unlock_hint(self, role_id: str) -> str:
+        return ("unlock it now: vault write -f sys/locked-users/"
+                f"$(vault read -field=accessor sys/auth/{self.mount})/unlock/{role_id}")
 
     def _token_login(self) -> tuple[float, bool]:
         token, source = self._read_token()
