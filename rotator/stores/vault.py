@@ -233,7 +233,12 @@ class VaultStore:
         where = f"vault {self.address} mount {self.mount}"
         return where + (f" namespace {self.namespace}" if self.namespace else "")
 
+    def start_renewer(self, on_trouble: Callable[[Any], None] | None = None) -> None:
+        """Renew the Vault token on a timer (the daemon calls this once the store is checked)."""
+        self.auth.start_renewer(on_trouble)
+
     def close(self) -> None:
+        self.auth.stop_renewer()
         if self.config.auth.revoke_on_close:
             self.auth.revoke(timeout=min(self.config.timeout, 2.0))
         self._client.adapter.close()

@@ -141,6 +141,11 @@ class VaultAuth:
         self._next_login_at = 0.0
         self._last_failure = ""
         self._failed_creds: str | None = None  # digest of the credential files that failed
+        # the renewal timer (a daemon's; one-shot commands renew lazily in ensure())
+        self._renewer: threading.Thread | None = None
+        self._stop_renewer = threading.Event()
+        self._on_trouble: Callable[[RotatorError], None] | None = None
+        self.trouble: str | None = None  # why the token cannot be kept alive (None: fine)
 
     def __repr__(self) -> str:
         return f"<VaultAuth store={self.store!r} method={self.method} mount={self.mount}>"
@@ -180,6 +185,83 @@ class VaultAuth:
     def maintain(self) -> None:
         """Renew or re-login if due; for a daemon's periodic timer. Raises StoreError subclasses."""
         self.ensure()
+
+    def start_renewer(self, on_trouble: Callable[[RotatorError], None] | None = None) -> None:
+        """Keep the token alive on a timer, like Vault Agent: at 2/3 of its TTL renew it (or
+        log in afresh where renewal is refused or capped), whether or not requests are made.
+
+        When the token cannot be kept alive (login refused, a token_file token that cannot be
+        renewed and is not replaced), the failure is audited (``store.auth.failed``, level
+        error), :attr:`trouble` says why, and `on_trouble` is called (the daemon marks the
+        store not ready on /readyz). Stopped by :meth:`stop_renewer` (the store's close)."""
+        with self._lock:
+            if self._renewer is not None:
+                return
+            self._on_trouble = on_trouble
+            self._stop_renewer.clear()
+            self._renewer = threading.Thread(target=self._renew_loop, daemon=True,
+                                             name=f"vault-renew-{self.store}")
+            self._renewer.start()
+
+    def stop_renewer(self, timeout: float = 5.0) -> None:
+        self._stop_renewer.set()
+        thread, self._renewer = self._renewer, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _renew_loop(self) -> None:
+        stalled_until = 0.0
+        while True:
+            now = self._clock()
+            with self._lock:
+                if not self._have_token:
+                    wake = max(self._next_login_at, now)
+                elif self._refresh_at is None:
+                    wake = now + 300  # a token without TTL: nothing to renew; look again later
+                else:
+                    wake = max(self._refresh_at, stalled_until)
+            if self._stop_renewer.wait(min(300.0, max(0.05, wake - now))):
+                return
+            with self._lock:
+                before = self._expires_at
+                now = self._clock()
+                due = self._refresh_at is not None and now >= self._refresh_at
+            try:
+                self.ensure()
+            except RotatorError as exc:
+                self._trouble(exc)
+                stalled_until = self._clock() + 1.0
+                continue
+            except Exception as exc:  # the timer must outlive any bug
+                self._trouble(StoreError(self.store, "", f"token renewal failed: "
+                                         f"unexpected {type(exc).__name__}"))
+                stalled_until = self._clock() + 5.0
+                continue
+            now = self._clock()
+            expires = self._expires_at
+            if due and expires is not None and before is not None and expires <= before + 1:
+                # renewal was due but the expiry did not move: the token cannot be kept alive
+                left = max(0.0, expires - now)
+                self._trouble(StoreAuthError(
+                    self.store, "", f"the Vault token expires in {left:.0f}s and could not be "
+                    "renewed or replaced" + (" (put a fresh token in its source)"
+                                             if self.method == "token" else "")))
+                stalled_until = now + max(1.0, left / 2)
+                continue
+            stalled_until = 0.0
+            if self.trouble is not None:
+                self.trouble = None
+                audit.emit("store.auth.renewed", store=self.store, method=self.method,
+                           ttl_s=int((expires or now) - now))
+                if self._on_trouble is not None:
+                    self._on_trouble(None)  # type: ignore[arg-type]
+
+    def _trouble(self, exc: RotatorError) -> None:
+        self.trouble = exc.diagnostics()
+        self._failed(exc.kind, exc.diagnostics(), level="error", timer=True)
+        if self._on_trouble is not None:
+            with contextlib.suppress(Exception):
+                self._on_trouble(exc)
 
     def handle_rejection(self, generation: int, exc: BaseException) -> bool:
         """A request with token `generation` got 401/403. True: a new token is in place,
@@ -460,8 +542,9 @@ class VaultAuth:
 
     # ------------------------------------------------------------------ helpers
 
-    def _failed(self, error_class: str, diagnosis: str, **extra: Any) -> None:
-        audit.emit("store.auth.failed", level="warning", outcome="failure",
+    def _failed(self, error_class: str, diagnosis: str, *, level: str = "warning",
+                **extra: Any) -> None:
+        audit.emit("store.auth.failed", level=level, outcome="failure",
                    error_class=error_class, store=self.store, method=self.method,
                    diagnosis=diagnosis, **extra)
 
