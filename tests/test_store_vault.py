@@ -475,6 +475,25 @@ def test_sealed_vault_fails_the_rotation_and_keeps_the_token(
     assert list(before) == [1]
 
 
+def test_status_exits_non_zero_while_vault_is_sealed(
+    vault: Any, endpoint: Any, rsa_keys: Any, run_cli: Any, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`rotator status`: exit 0 with every token readable, 1 while Vault is sealed (saying so)."""
+    config, _ = setup_rotation(vault, endpoint, rsa_keys, tmp_path, monkeypatch,
+                               method="token_file")
+    assert rotate(run_cli, config).code == 0
+    assert run_cli("--config", config, "status").code == 0
+    vault.seal()
+    try:
+        sealed = run_cli("--config", config, "status")
+    finally:
+        vault.unseal()
+    assert sealed.code == 1
+    assert "token unreadable" in sealed.out and "sealed or standby" in sealed.out
+    assert run_cli("--config", config, "status").code == 0
+
+
 def test_policy_without_update_fails_the_second_rotation(
     vault: Any, endpoint: Any, rsa_keys: Any, run_cli: Any, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
