@@ -15,6 +15,7 @@ import pytest
 
 from rotator.errors import RotatorError
 from rotator.stores.vault import VaultStore
+from tests.test_daemon import start_daemon  # noqa: F401 - the fixture, reused
 from tests.test_store_vault import RealVault, shipped_policy, store_config
 
 pytestmark = pytest.mark.realvault
@@ -111,3 +112,40 @@ def test_a_token_that_cannot_be_renewed_raises_an_alert(real: RealVault, tmp_pat
         assert real.client.auth.token.lookup(token)["data"]["ttl"] > 0  # said before expiry
     finally:
         store.close()
+
+
+def test_the_daemon_renews_its_token_between_rotations(
+    real: RealVault, endpoint: Any, rsa_keys: Any, tmp_path: Path,
+    start_daemon: Any,  # noqa: F811 - the fixture imported above
+) -> None:
+    """A daemon with `every = "1h"` and a 4 s periodic Vault token: the timer keeps the token
+    alive (store.auth.renewed events) while no rotation runs; SIGTERM stops it cleanly."""
+    from tests.conftest import CLIENT_ID, USERNAME, write_config
+    from tests.test_daemon import free_port
+    from tests.test_store_vault import stores_toml
+
+    p = real.prefix
+    real.kv_put("secret", f"{p}/sf/key", {"private_key": rsa_keys[0].key_pem,
+                                          "certificate": rsa_keys[0].cert_pem})
+    endpoint.register_app(CLIENT_ID, rsa_keys[0].cert_pem, users=[USERNAME])
+    real.add_policy("rotator", shipped_policy(p))
+    reply = real.client.auth.token.create(policies=[real._policy("rotator")], period="4s")
+    token = reply["auth"]["client_token"]
+    real.issued.append(token)
+    (tmp_path / "vault-token").write_text(token)
+    port = free_port()
+    config = write_config(
+        tmp_path / "rotator.toml", login_url=endpoint.url,
+        stores=stores_toml(real.url, {"method": "token", "token_file": str(tmp_path / "vault-token")}),
+        credentials={"sf": {"key": f"vault:{p}/sf/key", "token": f"vault:{p}/sf/token",
+                            "every": "1h"}},
+        daemon={"listen": f"127.0.0.1:{port}", "state_dir": "state", "shutdown_timeout": "5s"})
+    daemon = start_daemon(config, port=port)
+    daemon.wait_ready(timeout=20)
+    rotated = len(daemon.events("rotation.succeeded"))
+    wait_for(lambda: len(daemon.events("store.auth.renewed")) >= 3, "three timer renewals")
+    assert len(daemon.events("rotation.succeeded")) == rotated  # no rotation meanwhile
+    assert daemon.readyz()[0] == 200
+    assert real.client.auth.token.lookup(token)["data"]["ttl"] > 0
+    code, _ = daemon.stop()
+    assert code == 0

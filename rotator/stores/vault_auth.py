@@ -144,7 +144,7 @@ class VaultAuth:
         # the renewal timer (a daemon's; one-shot commands renew lazily in ensure())
         self._renewer: threading.Thread | None = None
         self._stop_renewer = threading.Event()
-        self._on_trouble: Callable[[RotatorError], None] | None = None
+        self._on_trouble: Callable[[RotatorError | None], Any] | None = None
         self.trouble: str | None = None  # why the token cannot be kept alive (None: fine)
 
     def __repr__(self) -> str:
@@ -186,7 +186,8 @@ class VaultAuth:
         """Renew or re-login if due; for a daemon's periodic timer. Raises StoreError subclasses."""
         self.ensure()
 
-    def start_renewer(self, on_trouble: Callable[[RotatorError], None] | None = None) -> None:
+    def start_renewer(self, on_trouble: Callable[[RotatorError | None], Any] | None = None
+                      ) -> None:
         """Keep the token alive on a timer, like Vault Agent: at 2/3 of its TTL renew it (or
         log in afresh where renewal is refused or capped), whether or not requests are made.
 
@@ -254,7 +255,7 @@ class VaultAuth:
                 audit.emit("store.auth.renewed", store=self.store, method=self.method,
                            ttl_s=int((expires or now) - now))
                 if self._on_trouble is not None:
-                    self._on_trouble(None)  # type: ignore[arg-type]
+                    self._on_trouble(None)  # recovered
 
     def _trouble(self, exc: RotatorError) -> None:
         self.trouble = exc.diagnostics()
@@ -356,6 +357,7 @@ class VaultAuth:
     def _method_login(self) -> tuple[float, bool]:
         if self.method == "token":
             return self._token_login()
+        lockout_key = ""
         if self.method == "approle":
             assert self.config.role_id_file and self.config.secret_id_file  # config checks it
             role_id = _read_secret_file(self.config.role_id_file, "role_id_file", self.store)

@@ -51,6 +51,11 @@ def _note_socket(sock: socket.socket | None) -> None:
 
 
 class _WatchedHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _note_socket(sock)  # a new connection: watched from before its TLS handshake
+        return sock
+
     def request(self, *args: Any, **kwargs: Any) -> None:
         try:
             super().request(*args, **kwargs)
@@ -59,6 +64,11 @@ class _WatchedHTTPConnection(HTTPConnection):
 
 
 class _WatchedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _note_socket(sock)  # a new connection: watched from before its TLS handshake
+        return sock
+
     def request(self, *args: Any, **kwargs: Any) -> None:
         try:
             super().request(*args, **kwargs)
