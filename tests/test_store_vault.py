@@ -1002,6 +1002,8 @@ def test_kv_version_1_mount_is_refused_before_anything_is_written(
     check = run_cli("--config", config, "check")
     assert check.code != 0 and expected in check.out + check.err
     assert expected in failure(rotate(run_cli, config))
+    init = run_cli("--config", config, "keys", "init", "sf", "--days", "30")
+    assert init.code != 0 and expected in init.out + init.err
     store = VaultStore("vault", store_config(vault.url, auth, mount=mount), clock=clock)
     with pytest.raises(StoreError) as caught:
         store.write("sf/token", {"access_token": "t0k"}, expected_version=None)
