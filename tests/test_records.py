@@ -199,7 +199,7 @@ def test_key_record_without_a_key_says_how_to_make_one() -> None:
     with pytest.raises(RecordError) as caught:
         KeyRecord.from_data({"note": "x"}, where=WHERE)
     assert caught.value.diagnostics() == (
-        f"{WHERE}: key record has no private_key/certificate "
+        f"{WHERE}: key record has no private_key/certificate (nor key_ref/certificate) "
         "(write it with `rotator keys init` or `keys import`)"
     )
 

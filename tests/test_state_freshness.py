@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from rotator import daemon as daemon_module
 from rotator.config import load_config
-from rotator.daemon import STATE_WRITE_INTERVAL, Daemon
+from rotator.daemon import service as daemon_module
+from rotator.daemon.service import STATE_WRITE_INTERVAL, Daemon
 from tests.conftest import write_config
 
 

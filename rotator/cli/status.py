@@ -95,6 +95,13 @@ def collect_status(config: Config) -> list[dict[str, Any]]:
     return rows
 
 
+def exit_code(rows: list[dict[str, Any]]) -> int:
+    """`rotator status` exit code: 0 when every credential's token and key record could be
+    read (a token not written yet is fine); 1 when any could not (a store unreachable, sealed,
+    refusing access, or a broken record). Bad configuration exits 2 before this."""
+    return 1 if any(row.get("token_error") or row.get("key_error") for row in rows) else 0
+
+
 def _pending(keyrec: KeyRecord) -> str | None:
     if keyrec.pending is None:
         return None

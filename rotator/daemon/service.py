@@ -125,6 +125,7 @@ class Daemon:
                 liveness=self._alive, token=read_metrics_token(config.daemon.metrics_token_file),
             ).start()
         rotations.check_stores()
+        _start_renewers(self.engine, rotations)
         earlier = read_recent_requests(config.daemon.state_dir)
         for name in sorted(config.credentials):
             rotations.add(name, requests=earlier.get(name, ()))
@@ -207,6 +208,7 @@ class Daemon:
         rotations.use(self.engine)
         if stores_changed:
             rotations.check_stores()
+            _start_renewers(self.engine, rotations)
         added = sorted(set(new.credentials) - set(old.credentials))
         removed = sorted(set(old.credentials) - set(new.credentials))
         changed = sorted(
@@ -307,6 +309,15 @@ class Daemon:
 def _stores_of(config: Config, name: str) -> tuple[Any, ...]:
     cred = config.credentials[name]
     return tuple(config.stores.get(ref.store) for ref in (cred.key, cred.token))
+
+
+def _start_renewers(engine: Engine, rotations: Rotations) -> None:
+    """Stores with a token (Vault) renew it on their own timer, apart from the rotations;
+    a token that cannot be kept alive marks the store not ready (/readyz)."""
+    for name in engine.stores.names():
+        start = getattr(engine.stores[name], "start_renewer", None)
+        if start is not None:
+            start(lambda exc: exc is not None and rotations._store_trouble(exc))
 
 
 def run_daemon(config_path: Path, *, log_format: str = "json") -> int:

@@ -50,6 +50,7 @@ from rotator.errors import (
 )
 from rotator.stores.base import Record, WriteResult
 from rotator.stores.vault_auth import CONVERTED, VaultAuth, convert_error, vault_message
+from rotator.stores.vault_http import GuardedSession
 
 _CAS_MISMATCH = "check-and-set parameter did not match"
 _POLICY_FILE = "deploy/vault/rotator-policy.hcl"
@@ -84,10 +85,16 @@ class VaultStore:
         self.namespace = (config.namespace or "").strip("/") or None
         # TLS is always verified: against ca_cert when given, else the system trust store.
         verify: str | bool = str(config.ca_cert) if config.ca_cert is not None else True
+        # Redirects only to this host (or redirect_hosts), and a deadline on every request:
+        # see rotator.stores.vault_http.
+        session = GuardedSession(self.address, deadline=config.timeout,
+                                 redirect_hosts=tuple(config.redirect_hosts))
+        session.verify = verify  # hvac takes the session's verify over its own argument
         self._client = hvac.Client(
             url=self.address, token="", verify=verify, timeout=config.timeout,
-            namespace=self.namespace, adapter=_Adapter,
+            namespace=self.namespace, adapter=_Adapter, session=session, allow_redirects=False,
         )
+        self._kv2_checked = False  # the mount was seen to be KV version 2 (once per process)
         self.auth = VaultAuth(
             self._client, config.auth, store=name, address=self.address, clock=clock,
             random=random, environ=environ,
@@ -124,6 +131,7 @@ class VaultStore:
     def read_metadata(self, path: str) -> dict[str, Any] | None:
         """The secret's KV v2 metadata (current_version, versions, custom_metadata, ...)."""
         self._check_path(path)
+        self._ensure_kv2(path)
         where = f"{self.mount}/metadata/{path}"
         reply = self._call(
             lambda: self._client.secrets.kv.v2.read_secret_metadata(
@@ -148,6 +156,7 @@ class VaultStore:
         metadata: dict[str, str] | None = None,
     ) -> WriteResult:
         self._check_path(path)
+        self._ensure_kv2(path)
         if expected_version is None:
             cas = 0
         else:
@@ -181,12 +190,47 @@ class VaultStore:
         return WriteResult(version, str(cas) if cas else None)
 
     def check(self) -> None:
-        """Log in and look up our own token (auth works). Reads no secret, writes nothing."""
+        """Log in, look up our own token (auth works) and check that the mount is KV version 2.
+        Reads no secret, writes nothing."""
         self._call(
             lambda: self._client.adapter.get("/v1/auth/token/lookup-self"),
             path="", action="look up the token (auth/token/lookup-self)",
             denied=_lacks('"read"', "auth/token/lookup-self", None),
         )
+        self._ensure_kv2("")
+
+    def _ensure_kv2(self, path: str) -> None:
+        """Refuse a mount that is not KV version 2 before the first read or write.
+
+        On a KV v1 mount a read of <mount>/data/<path> says "no record" and a write creates a
+        v1 secret literally named data/<path> (the private key included): so ask first, with
+        sys/internal/ui/mounts/<mount>, which every token with access under the mount may read.
+        """
+        if self._kv2_checked:
+            return
+        where = f"sys/internal/ui/mounts/{self.mount}"
+        reply = self._call(
+            lambda: self._client.adapter.get(f"/v1/{where}"),
+            path=path, action=f"look up the mount {self.mount}/ ({where})",
+            denied=f"cannot look up the mount {self.mount}/ ({where}): no such mount, or the "
+                   f"token's policy grants nothing under {self.mount}/",
+            on_404=lambda exc: self._no_route(exc, path, where),
+        )
+        data = reply.get("data") if isinstance(reply, dict) else None
+        if not isinstance(data, dict):
+            raise self._unexpected(path, where)
+        options = data.get("options") if isinstance(data.get("options"), dict) else {}
+        version = str((options or {}).get("version") or "1")
+        if data.get("type") not in ("kv", "generic") or version != "2":
+            kind = f"KV version {version}" if data.get("type") in ("kv", "generic") \
+                else f"a {str(data.get('type'))[:40]!r} mount, not KV"
+            raise StoreError(
+                self.name, path,
+                f"mount {self.mount}/ at {self.address} is {kind}; rotator needs KV version 2",
+                hint=f"upgrade it (vault kv enable-versioning {self.mount}/; existing secrets are "
+                     "kept) or set the store's mount to a KV version 2 mount",
+            )
+        self._kv2_checked = True
 
     def maintain(self) -> None:
         """Renew the token or log in again if due (a daemon may call this periodically)."""
@@ -196,7 +240,12 @@ class VaultStore:
         where = f"vault {self.address} mount {self.mount}"
         return where + (f" namespace {self.namespace}" if self.namespace else "")
 
+    def start_renewer(self, on_trouble: Callable[[Any], None] | None = None) -> None:
+        """Renew the Vault token on a timer (the daemon calls this once the store is checked)."""
+        self.auth.start_renewer(on_trouble)
+
     def close(self) -> None:
+        self.auth.stop_renewer()
         if self.config.auth.revoke_on_close:
             self.auth.revoke(timeout=min(self.config.timeout, 2.0))
         self._client.adapter.close()
@@ -205,6 +254,7 @@ class VaultStore:
 
     def _read(self, path: str, version: int | None) -> Record | None:
         self._check_path(path)
+        self._ensure_kv2(path)
         where = f"{self.mount}/data/{path}"
         shown = f"{self.name}:{path}" + (f" (version {version})" if version else "")
 

@@ -50,6 +50,7 @@ from rotator.errors import (
     StoreError,
     StoreUnavailable,
 )
+from rotator.stores.vault_http import DeadlineExceeded, RedirectRefused
 
 # what talking to Vault can raise, all converted into rotator errors (anything else is a bug)
 CONVERTED = (hvac_errors.VaultError, requests.exceptions.RequestException, OSError, ValueError)
@@ -57,6 +58,44 @@ MIN_BACKOFF = 1.0
 MAX_BACKOFF = 300.0
 RENEW_FRACTION = 2 / 3  # Vault Agent's rule: renew when 2/3 of the lease has passed
 BACKOFF_JITTER = 0.25  # a delay is drawn from (1 - 0.25, 1] x the nominal one
+
+
+class _LoginLedger:
+    """Failed AppRole logins per (Vault, mount, role_id) in this process, so that every store
+    and retry together stay under Vault's user-lockout threshold."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failures: dict[str, list[float]] = {}
+        self._locked_until: dict[str, float] = {}
+
+    def recent(self, key: str, now: float, window: float) -> int:
+        """Failures that Vault still counts: its counter resets only after `window` passes
+        with no failed login at all (lockout_counter_reset), not one failure at a time."""
+        with self._lock:
+            failures = self._failures.get(key, [])
+            if failures and now - failures[-1] >= window:
+                failures.clear()
+            return len(failures)
+
+    def failed(self, key: str, now: float) -> None:
+        with self._lock:
+            self._failures.setdefault(key, []).append(now)
+
+    def locked(self, key: str, now: float, until: float | None = None) -> float:
+        """Seconds left of a lockout we saw (0: none); with `until`, record one."""
+        with self._lock:
+            if until is not None:
+                self._locked_until[key] = until
+            return max(0.0, self._locked_until.get(key, 0.0) - now)
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._failures.pop(key, None)
+            self._locked_until.pop(key, None)
+
+
+LOGIN_LEDGER = _LoginLedger()
 
 
 class VaultAuth:
@@ -101,6 +140,12 @@ class VaultAuth:
         self._failures = 0
         self._next_login_at = 0.0
         self._last_failure = ""
+        self._failed_creds: str | None = None  # digest of the credential files that failed
+        # the renewal timer (a daemon's; one-shot commands renew lazily in ensure())
+        self._renewer: threading.Thread | None = None
+        self._stop_renewer = threading.Event()
+        self._on_trouble: Callable[[RotatorError | None], Any] | None = None
+        self.trouble: str | None = None  # why the token cannot be kept alive (None: fine)
 
     def __repr__(self) -> str:
         return f"<VaultAuth store={self.store!r} method={self.method} mount={self.mount}>"
@@ -141,6 +186,84 @@ class VaultAuth:
         """Renew or re-login if due; for a daemon's periodic timer. Raises StoreError subclasses."""
         self.ensure()
 
+    def start_renewer(self, on_trouble: Callable[[RotatorError | None], Any] | None = None
+                      ) -> None:
+        """Keep the token alive on a timer, like Vault Agent: at 2/3 of its TTL renew it (or
+        log in afresh where renewal is refused or capped), whether or not requests are made.
+
+        When the token cannot be kept alive (login refused, a token_file token that cannot be
+        renewed and is not replaced), the failure is audited (``store.auth.failed``, level
+        error), :attr:`trouble` says why, and `on_trouble` is called (the daemon marks the
+        store not ready on /readyz). Stopped by :meth:`stop_renewer` (the store's close)."""
+        with self._lock:
+            if self._renewer is not None:
+                return
+            self._on_trouble = on_trouble
+            self._stop_renewer.clear()
+            self._renewer = threading.Thread(target=self._renew_loop, daemon=True,
+                                             name=f"vault-renew-{self.store}")
+            self._renewer.start()
+
+    def stop_renewer(self, timeout: float = 5.0) -> None:
+        self._stop_renewer.set()
+        thread, self._renewer = self._renewer, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _renew_loop(self) -> None:
+        stalled_until = 0.0
+        while True:
+            now = self._clock()
+            with self._lock:
+                if not self._have_token:
+                    wake = max(self._next_login_at, now)
+                elif self._refresh_at is None:
+                    wake = now + 300  # a token without TTL: nothing to renew; look again later
+                else:
+                    wake = max(self._refresh_at, stalled_until)
+            if self._stop_renewer.wait(min(300.0, max(0.05, wake - now))):
+                return
+            with self._lock:
+                before = self._expires_at
+                now = self._clock()
+                due = self._refresh_at is not None and now >= self._refresh_at
+            try:
+                self.ensure()
+            except RotatorError as exc:
+                self._trouble(exc)
+                stalled_until = self._clock() + 1.0
+                continue
+            except Exception as exc:  # the timer must outlive any bug
+                self._trouble(StoreError(self.store, "", f"token renewal failed: "
+                                         f"unexpected {type(exc).__name__}"))
+                stalled_until = self._clock() + 5.0
+                continue
+            now = self._clock()
+            expires = self._expires_at
+            if due and expires is not None and before is not None and expires <= before + 1:
+                # renewal was due but the expiry did not move: the token cannot be kept alive
+                left = max(0.0, expires - now)
+                self._trouble(StoreAuthError(
+                    self.store, "", f"the Vault token expires in {left:.0f}s and could not be "
+                    "renewed or replaced" + (" (put a fresh token in its source)"
+                                             if self.method == "token" else "")))
+                stalled_until = now + max(1.0, left / 2)
+                continue
+            stalled_until = 0.0
+            if self.trouble is not None:
+                self.trouble = None
+                audit.emit("store.auth.renewed", store=self.store, method=self.method,
+                           ttl_s=int((expires or now) - now))
+                if self._on_trouble is not None:
+                    self._on_trouble(None)  # recovered
+
+    def _trouble(self, exc: RotatorError) -> None:
+        self.trouble = exc.diagnostics()
+        self._failed(exc.kind, exc.diagnostics(), level="error", timer=True)
+        if self._on_trouble is not None:
+            with contextlib.suppress(Exception):
+                self._on_trouble(exc)
+
     def handle_rejection(self, generation: int, exc: BaseException) -> bool:
         """A request with token `generation` got 401/403. True: a new token is in place,
         retry the request once. False: the token is fine, the policy said no."""
@@ -179,9 +302,27 @@ class VaultAuth:
             if self._expires_at is not None and now >= self._expires_at:
                 raise
 
+    def _creds_digest(self) -> str | None:
+        """SHA-256 over the credential files as they are now, modification time included (None
+        if unreadable): a changed file (a corrected secret_id, a new token, or a `touch` after
+        an unlock) is worth an attempt at once."""
+        paths = {"token": [self.config.token_file], "approle": [self.config.role_id_file,
+                 self.config.secret_id_file], "kubernetes": [self.config.jwt_file]}[self.method]
+        digest = hashlib.sha256()
+        for path in paths:
+            if path is None:
+                return None
+            try:
+                digest.update(path.read_bytes() + str(path.stat().st_mtime_ns).encode() + b"\0")
+            except OSError:
+                return None
+        return digest.hexdigest()
+
     def _login(self) -> None:
         now = self._clock()
-        if now < self._next_login_at:
+        changed = self._failed_creds is not None and self._creds_digest() not in (
+            None, self._failed_creds)
+        if now < self._next_login_at and not changed:
             left = self._next_login_at - now
             raise StoreAuthError(
                 self.store, "",
@@ -193,6 +334,7 @@ class VaultAuth:
         try:
             ttl, renewable = self._method_login()
         except RotatorError as err:
+            self._failed_creds = self._creds_digest()
             # a scheduled re-login that failed: keep using the current token while it lives
             self._client.token = previous if self._have_token else None
             self._failures += 1
@@ -205,6 +347,7 @@ class VaultAuth:
         self._failures = 0
         self._next_login_at = 0.0
         self._last_failure = ""
+        self._failed_creds = None
         self._set_lease(ttl, renewable, at_login=True)
         self._have_token = True
         self._generation += 1
@@ -214,11 +357,13 @@ class VaultAuth:
     def _method_login(self) -> tuple[float, bool]:
         if self.method == "token":
             return self._token_login()
+        lockout_key = ""
         if self.method == "approle":
             assert self.config.role_id_file and self.config.secret_id_file  # config checks it
             role_id = _read_secret_file(self.config.role_id_file, "role_id_file", self.store)
             secret_id = _read_secret_file(self.config.secret_id_file, "secret_id_file", self.store)
             body = {"role_id": role_id, "secret_id": secret_id}
+            lockout_key = self._approle_guard(role_id, secret_id)
         else:
             jwt = _read_secret_file(self.config.jwt_file, "jwt_file", self.store)
             body = {"role": self.config.role, "jwt": jwt}
@@ -227,9 +372,13 @@ class VaultAuth:
         try:
             reply = self._client.adapter.post(f"/v1/{where}", json=body)
         except CONVERTED as exc:
+            if self.method == "approle":
+                raise self._approle_refused(exc, where, lockout_key, body["role_id"]) from None
             raise self._login_error(exc, where) from None
         finally:
             body.clear()
+        if self.method == "approle":
+            LOGIN_LEDGER.clear(lockout_key)
         auth = reply.get("auth") if isinstance(reply, dict) else None
         token = auth.get("client_token") if isinstance(auth, dict) else None
         if not token:
@@ -238,6 +387,57 @@ class VaultAuth:
         self._client.token = token
         self._from_login = True
         return _seconds(auth.get("lease_duration")), bool(auth.get("renewable"))
+
+    def _approle_guard(self, role_id: str, secret_id: str) -> str:
+        """Refuse to try a login that could lock the role out (returns the ledger key).
+
+        Vault locks a role_id after lockout_threshold failures within lockout_window, and
+        then refuses even the right secret_id. Unchanged credentials that failed get at most
+        threshold - 2 attempts per window; the last slot below the threshold is kept for a
+        corrected secret_id file, which is tried at once."""
+        key = hashlib.sha256(f"{self.address}\0{self.mount}\0{role_id}".encode()).hexdigest()
+        now = self._clock()
+        window = self.config.lockout_window
+        unchanged = self._failed_creds is not None and self._creds_digest() == self._failed_creds
+        locked = LOGIN_LEDGER.locked(key, now)
+        if locked and unchanged:
+            raise StoreAuthError(
+                self.store, "", f"Vault approle login not attempted: the role is locked out "
+                f"(seen {int(window - locked)}s ago); next attempt in {locked:.0f}s or when "
+                "role_id_file/secret_id_file change", hint=self._unlock_hint(role_id))
+        failures = LOGIN_LEDGER.recent(key, now, window)
+        allowed = self.config.lockout_threshold - (2 if unchanged else 1)
+        if failures >= allowed:
+            raise StoreAuthError(
+                self.store, "",
+                f"Vault approle login not attempted: {failures} failed login(s) for this role in "
+                f"the last {window:g}s, and {self.config.lockout_threshold} would lock it out "
+                "(auth.lockout_threshold)",
+                hint="fix secret_id_file: a changed file is tried at the next attempt",
+            )
+        return key
+
+    def _approle_refused(self, exc: BaseException, where: str, key: str, role_id: str
+                         ) -> RotatorError:
+        status = _status(exc)
+        if status not in (400, 403):
+            return self._login_error(exc, where)
+        now = self._clock()
+        LOGIN_LEDGER.failed(key, now)
+        if status == 403:  # a wrong secret_id is a 400; a 403 at login means "locked out"
+            LOGIN_LEDGER.locked(key, now, until=now + self.config.lockout_window)
+            return StoreAuthError(
+                self.store, "",
+                f"Vault approle login at {where} was refused with \"permission denied\": the "
+                "role is locked out after repeated failed logins (Vault's user lockout; even the "
+                "right secret_id is refused until it ends, 15 min by default)",
+                hint=self._unlock_hint(role_id),
+            )
+        return self._login_error(exc, where)
+
+    def _unlock_hint(self, role_id: str) -> str:
+        return ("unlock it now: vault write -f sys/locked-users/"
+                f"$(vault read -field=accessor sys/auth/{self.mount})/unlock/{role_id}")
 
     def _token_login(self) -> tuple[float, bool]:
         token, source = self._read_token()
@@ -344,8 +544,9 @@ class VaultAuth:
 
     # ------------------------------------------------------------------ helpers
 
-    def _failed(self, error_class: str, diagnosis: str, **extra: Any) -> None:
-        audit.emit("store.auth.failed", level="warning", outcome="failure",
+    def _failed(self, error_class: str, diagnosis: str, *, level: str = "warning",
+                **extra: Any) -> None:
+        audit.emit("store.auth.failed", level=level, outcome="failure",
                    error_class=error_class, store=self.store, method=self.method,
                    diagnosis=diagnosis, **extra)
 
@@ -500,6 +701,10 @@ def _retry_after(exc: BaseException) -> float | None:
 
 def _network_reason(exc: BaseException, address: str) -> str:
     chain = _chain(exc)
+    if isinstance(exc, RedirectRefused):
+        return f"Vault at {address} answered with a redirect; {exc}"
+    if isinstance(exc, DeadlineExceeded):
+        return f"Vault at {address} did not answer in time (total deadline: {exc})"
     if isinstance(exc, requests.exceptions.SSLError):
         return f"TLS verification with Vault at {address} failed"
     if isinstance(exc, requests.exceptions.ConnectTimeout):
@@ -520,6 +725,9 @@ def _network_reason(exc: BaseException, address: str) -> str:
 
 
 def _network_hint(exc: BaseException) -> str | None:
+    if isinstance(exc, RedirectRefused):
+        return ("point url at the node that answers (the active node or the load balancer), "
+                "or list the redirect's host in the store setting redirect_hosts")
     if isinstance(exc, requests.exceptions.SSLError):
         return "set ca_cert to the CA bundle that signed Vault's certificate"
     return "check url and that Vault is running and reachable from here"

@@ -695,12 +695,27 @@ class VaultEmulator:
             ctx = _Ctx(token, namespace, self._rules_for(token), now)
             if rel.startswith("auth/token/"):
                 return self._token_api(ctx, op, rel, data, headers)
+            if rel.startswith("sys/internal/ui/mounts/") and op == "GET":
+                return self._mount_info(rel.removeprefix("sys/internal/ui/mounts/"))
             for mount in self._kv_mounts:
                 if rel.startswith(mount + "/"):
                     return self._kv_api(ctx, op, rel, mount, query, data, headers)
             raise _no_route(rel)
 
     # ---- sys
+
+    def _mount_info(self, path: str) -> tuple[int, dict[str, Any] | None]:
+        """sys/internal/ui/mounts/<path>: the KV v2 mount holding `path` (Vault answers an
+        unknown mount, or one the token cannot see, with a 403 "preflight" error)."""
+        for mount in self._kv_mounts:
+            if (path.strip("/") + "/").startswith(mount + "/"):
+                return 200, _envelope(data={
+                    "type": "kv", "path": mount + "/", "options": {"version": "2"},
+                    "accessor": "kv_" + mount.replace("/", "_"), "description": "", "local": False,
+                    "config": {"default_lease_ttl": 0, "max_lease_ttl": 0},
+                })
+        raise _HTTPError(403, ["preflight capability check returned 403, please ensure client's "
+                               f'policies grant access to path "{path.strip("/")}/"'])
 
     def _health(
         self, op: str, query: dict[str, list[str]], now: float
