@@ -200,6 +200,7 @@ def test_first_rotation_writes_with_cas_none_and_the_rotation_id(setup: Setup, c
     started_event = one(events, "rotation.started")
     assert started_event["force"] is False and started_event["dry_run"] is False
     assert started_event["credential"] == "sf"
+    assert one(events, "key.loaded")["role"] == "current"  # the first load in this process
     written = one(events, "token.written")
     assert {k: written[k] for k in ("store", "path", "version", "previous_version", "key_sha256",
                                     "token_fingerprint", "expires_at", "credential")} == {
@@ -248,7 +249,7 @@ def test_fresh_token_is_skipped_unless_forced(setup: Setup, captured) -> None:
     setup.steps.clear()
 
     skipped = engine.rotate("sf")
-    assert skipped.ok and skipped.action == "skipped"
+    assert skipped.ok and skipped.action == "skipped" and skipped.name == "sf"
     assert skipped.reason is not None and "fresh until" in skipped.reason
     assert skipped.token_version is None and skipped.key_sha256 is None and skipped.error is None
     assert ROTATION_ID.fullmatch(skipped.rotation_id or "")
@@ -282,7 +283,7 @@ def test_dry_run_mints_but_never_exchanges_or_writes(setup: Setup, captured) -> 
         requests, writes = setup.endpoint.token_requests, len(setup.store.writes)
         setup.steps.clear()
         result = engine.rotate("sf", dry_run=True)
-        assert result.ok and result.action == "dry-run", (round_, result)
+        assert result.ok and result.action == "dry-run" and result.name == "sf", (round_, result)
         assert result.reason == "dry run: minted, not exchanged"
         assert result.key_sha256 == setup.key_sha256 and result.token_version is None
         assert ROTATION_ID.fullmatch(result.rotation_id or "")
@@ -334,7 +335,7 @@ def test_another_writers_fresh_token_wins_the_race(setup: Setup, captured) -> No
     setup.on_step["exchanged"] = _another_writer(setup, issued_at=None,
                                                  access_token="theirs-" + "x" * 40)
     result = engine.rotate("sf", force=True)
-    assert result.ok and result.action == "superseded", result
+    assert result.ok and result.action == "superseded" and result.name == "sf", result
     assert result.reason == "another writer won the race" and result.error is None
     assert result.token_version is None and ROTATION_ID.fullmatch(result.rotation_id or "")
     theirs = setup.stored().data
@@ -401,8 +402,10 @@ def test_unreadable_token_is_replaced_with_cas_on_its_version(setup: Setup, capt
     path.chmod(0o600)
     broken = file_version(path.read_bytes())
     engine = setup.engine()
-    token, record = engine.read_token("sf")
+    with capture_logs(processors=audit.shared_processors()) as outside:  # no rotation context bound
+        token, record = engine.read_token("sf")
     assert token is None and record is not None and record.version == broken
+    assert one(outside, "token.unreadable")["credential"] == "sf"
 
     result = engine.rotate("sf")
     assert result.action == "rotated", result
