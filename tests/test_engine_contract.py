@@ -510,3 +510,14 @@ def test_vault_labels_and_deleted_version_replaced_by_cas(endpoint, rsa_keys, tm
         assert written["previous_version"] == "1"
         assert vault.kv_get("secret", "sf/token")["rotation_id"] == second.rotation_id
         engine.stores.close()
+
+
+def test_key_record_changes_use_the_version_the_rotation_read(setup: Setup) -> None:
+    """In the renewal window the rotation stages a key with CAS on the key record it loaded."""
+    key_file = setup.path.parent / "store" / "sf" / "key.json"
+    read = file_version(key_file.read_bytes())
+    setup.engine(clock=lambda: time.time() + 25 * DAY).rotate("sf")
+    key_writes = [w for w in setup.store.writes if w.path == "sf/key"]
+    assert key_writes, "nothing staged 25 days into a 30-day certificate"
+    assert key_writes[0].kwargs["expected_version"] == read  # first try, no lost round trip
+    assert key_file.read_bytes() != key_file.with_name("key.json.prev").read_bytes()
