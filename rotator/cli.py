@@ -95,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
         "hash", help="keyed fingerprint of a token (VALUE - reads it from stdin, keeping it out of argv)"
     )
     hash_cmd.add_argument("value")
+    report = audit_sub.add_parser(
+        "report", help="what happened per credential: rotations, key changes, warnings, gaps")
+    report.add_argument("files", nargs="+", type=Path, help="audit files, oldest first")
+    report.add_argument("--since", help="RFC 3339 time, date, or age such as 7d")
+    report.add_argument("--until", help="RFC 3339 time, date, or age such as 1d")
+    report.add_argument("--credential", action="append", help="only this credential (repeatable)")
+    report.add_argument("--event", action="append", help="only these events, globs allowed: key.*")
+    shape = report.add_mutually_exclusive_group()
+    for flag, fmt in (("--json", "json"), ("--csv", "csv"), ("--csv-events", "csv-events")):
+        shape.add_argument(flag, dest="format", action="store_const", const=fmt)
 
     demo = sub.add_parser("demo", help="the embedded default: local endpoint + file store, full loop")
     demo.add_argument("--duration", type=float, default=30.0)

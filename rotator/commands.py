@@ -232,9 +232,23 @@ def audit_command(args: argparse.Namespace) -> int:
         value = sys.stdin.readline().strip() if args.value == "-" else args.value
         print(cli_fingerprint(value))
         return 0
+    if args.audit_command == "report":
+        return _audit_report(args)
     from rotator.audit_chain import verify_files
 
     return verify_files(args.files)
+
+
+def _audit_report(args: argparse.Namespace) -> int:
+    from rotator.audit_report import run_report
+
+    # With a config (--config, or the default one if present) gaps follow each `every`.
+    schedules = None
+    if args.config or _config_exists():
+        config = load_config(resolve_config_path(args.config))
+        schedules = {n: (c.every, c.jitter) for n, c in config.credentials.items()}
+    return run_report(args.files, since=args.since, until=args.until, credential=args.credential,
+                      event=args.event, fmt=args.format or "text", schedules=schedules)
 
 
 def _config_exists() -> bool:
