@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import resource
 import subprocess
 import sys
 import time
@@ -30,7 +31,8 @@ SIZES_MB = {"full": 100, "quick": 20, "smoke": 1}
 CREDENTIALS = 200
 EVERY = 1800.0
 TARGET_SECONDS = 10.0  # for 100 MB
-COLUMNS = ["What", "File MB", "Lines", "Seconds", "MB/s", "Result"]
+COMMAND = "`rotator audit report FILE` (command, start-up included)"
+COLUMNS = ["What", "File MB", "Lines", "Wall s", "CPU s", "MB/s (CPU)", "Result"]
 
 
 def _hex(seed: str, n: int = 64) -> str:
@@ -110,10 +112,16 @@ def generate(path: Path, megabytes: float, *, credentials: int = CREDENTIALS) ->
     return {"bytes": size, "lines": lines, **counts}
 
 
-def _timed(fn: Any) -> tuple[float, Any]:
-    start = time.perf_counter()
+def _timed(fn: Any) -> tuple[float, float, Any]:
+    """(wall s, CPU s of this process and its finished children, value). CPU time is what a
+    busy shared machine disturbs least."""
+    def cpu() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    start, start_cpu = time.perf_counter(), cpu()
     value = fn()
-    return time.perf_counter() - start, value
+    return time.perf_counter() - start, cpu() - start_cpu, value
 
 
 def run(ctx: Ctx) -> Table:
@@ -123,38 +131,38 @@ def run(ctx: Ctx) -> Table:
     megabytes = SIZES_MB.get(ctx.profile.name, 100)
     table = Table("audit_report", "Audit report", COLUMNS)
     path = ctx.workdir / "audit.jsonl"
-    took, facts = _timed(lambda: generate(path, megabytes))
+    took, _, facts = _timed(lambda: generate(path, megabytes))
     mb = facts["bytes"] / 1024 / 1024
     ctx.log(f"audit_report: generated {mb:.0f} MB, {facts['lines']:,} lines in {took:.1f} s")
     table.data.update(facts)
 
-    def add(what: str, seconds: float, result: str) -> None:
+    def add(what: str, wall: float, cpu: float, result: str) -> None:
         table.add(**{"What": what, "File MB": round(mb, 1), "Lines": facts["lines"],
-                     "Seconds": round(seconds, 2), "MB/s": round(mb / seconds, 1), "Result": result})
-        table.data[what] = seconds
-        ctx.log(f"audit_report: {what}: {seconds:.2f} s")
+                     "Wall s": round(wall, 2), "CPU s": round(cpu, 2),
+                     "MB/s (CPU)": round(mb / max(cpu, 1e-3), 1), "Result": result})
+        table.data[what] = {"wall": wall, "cpu": cpu}
+        ctx.log(f"audit_report: {what}: {wall:.2f} s wall, {cpu:.2f} s CPU")
 
-    seconds, verdict = _timed(lambda: verify([path]))
+    wall, cpu, verdict = _timed(lambda: verify([path]))
     if not verdict.ok:
         raise RuntimeError(f"the generated file does not verify: {verdict.problem}")
-    add("`audit verify` (in process)", seconds, "ok")
+    add("`audit verify` (in process)", wall, cpu, "ok")
     for fmt in ("text", "json", "csv-events"):
         sink = io.StringIO()
-        seconds, code = _timed(lambda fmt=fmt, sink=sink: run_report([path], fmt=fmt, out=sink))
+        wall, cpu, code = _timed(lambda fmt=fmt, sink=sink: run_report([path], fmt=fmt, out=sink))
         if code != 0:
             raise RuntimeError(f"audit report --format {fmt} exited {code}")
-        add(f"`audit report --format {fmt}` (in process)", seconds,
+        add(f"`audit report --format {fmt}` (in process)", wall, cpu,
             f"{len(sink.getvalue()) // 1024:,} KiB out")
         if fmt == "json":
             _check_counts(sink.getvalue(), facts)
     cmd = [*rotator_cmd(), "audit", "report", str(path)]
-    seconds, done = _timed(lambda: subprocess.run(cmd, env=child_env(), capture_output=True,
-                                                  text=True, timeout=300))
+    wall, cpu, done = _timed(lambda: subprocess.run(cmd, env=child_env(), capture_output=True,
+                                                    text=True, timeout=300))
     if done.returncode != 0:
         raise RuntimeError(f"`rotator audit report` exited {done.returncode}: {done.stderr[-500:]}")
-    add("`rotator audit report FILE` (command, start-up included)", seconds, "exit 0")
-    command = table.data["`rotator audit report FILE` (command, start-up included)"]
-    per_100 = command * 100 / mb
+    add(COMMAND, wall, cpu, "exit 0")
+    per_100 = table.data[COMMAND]["wall"] * 100 / mb
     table.notes.append(
         f"{fmt_num(mb)} MB, {facts['lines']:,} lines, {CREDENTIALS} credentials rotating every 30 min "
         f"({facts['succeeded']:,} successes, {facts['failed']:,} failures, {facts['promoted']:,} key "
@@ -162,7 +170,8 @@ def run(ctx: Ctx) -> Table:
     if mb >= 50:
         verdict_text = "met" if per_100 < TARGET_SECONDS else "MISSED"
         table.notes.append(f"Target: 100 MB well under {TARGET_SECONDS:.0f} s for the command — "
-                           f"{verdict_text} ({fmt_num(per_100)} s per 100 MB).")
+                           f"{verdict_text} ({fmt_num(per_100)} s wall per 100 MB; CPU time is the "
+                           "steadier number on a shared machine).")
     else:
         table.notes.append(f"Target: 100 MB well under {TARGET_SECONDS:.0f} s — not checked at "
                            f"{fmt_num(mb)} MB (start-up dominates; the full profile uses 100 MB).")

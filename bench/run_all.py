@@ -153,8 +153,9 @@ def summary(tables: dict[str, Table]) -> list[str]:
     if report and command:
         mb = report.data["bytes"] / 1024 / 1024
         bullets.append(f"**Audit report**: `rotator audit report` over {mb:,.0f} MB "
-                       f"({report.data['lines']:,} lines) took {command:.2f} s, chain verified "
-                       "(target for 100 MB: well under 10 s).")
+                       f"({report.data['lines']:,} lines) took {command['wall']:.2f} s "
+                       f"({command['cpu']:.2f} s CPU), chain verified (target for 100 MB: well "
+                       "under 10 s).")
     return bullets
 
 

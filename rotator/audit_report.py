@@ -119,9 +119,9 @@ def _listed(value: str | Sequence[str] | None) -> list[str]:
 # ---------------------------------------------------------------------------- reading
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Line:
-    """One audit line as the report sees it."""
+    """One audit line as the report sees it (slots: one is made per line)."""
 
     file: str
     number: int
@@ -272,9 +272,10 @@ class CredentialReport:
 
 def _epoch(ts: str) -> float | None:
     try:
-        return parse_rfc3339(ts).timestamp()
+        moment = datetime.fromisoformat(ts)  # the `Z` of audit.timestamp() included (3.11+)
     except (ValueError, TypeError):
         return None
+    return moment.timestamp() if moment.tzinfo is not None else None
 
 
 class Aggregator:

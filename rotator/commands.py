@@ -60,6 +60,10 @@ def check(args: argparse.Namespace) -> int:
             print(f"audit_log: ok ({audit_log})")
     for warning in config.warnings:
         print(f"warning: {warning}")
+    from rotator.schedule_check import check_config
+
+    for warning in check_config(config):  # schedules that run into the request caps
+        print(f"warning: {warning}")
     for name in engine.stores.names():
         store = engine.stores[name]
         try:
