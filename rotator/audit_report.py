@@ -496,6 +496,16 @@ def event_row(line: Line) -> list[Any]:
             detail, line.where, "true" if line.verified else "false"]
 
 
+# Terminal safety: a changed audit line could carry escape sequences (clear screen, rewrite
+# the line above). Every control character but the newline becomes "?" in the text output.
+_CONTROLS = {c: "?" for c in (*range(0x00, 0x20), *range(0x7F, 0xA0)) if c != 0x0A}
+NAME_WIDTH = 64  # credential names from the file are cut here in the table
+
+
+def _name(name: str) -> str:
+    return name if len(name) <= NAME_WIDTH else name[:NAME_WIDTH - 1] + "…"
+
+
 def _short(ts: str | None) -> str:
     return ts[:19].replace("T", " ") if ts else "—"
 
@@ -513,7 +523,7 @@ def render_text(report: Report) -> str:
     rows = [["CREDENTIAL", "OK", "FAILED", "SKIPPED", "FIRST ROTATION", "LAST ROTATION",
              "KEY CHANGES", "WARNINGS", "GAPS"]]
     for c in report.credentials:
-        rows.append([c.name + (" *" if c.unverified_events else ""), str(c.succeeded), str(c.failed),
+        rows.append([_name(c.name) + (" *" if c.unverified_events else ""), str(c.succeeded), str(c.failed),
                      str(c.skipped), _short(c.first_rotation), _short(c.last_rotation),
                      str(len(c.key_changes)), str(len(c.expiry_warnings)), str(len(c.gaps))])
     if report.credentials:
@@ -540,7 +550,7 @@ def render_text(report: Report) -> str:
         if c.failed:
             details.append(f"  last failure {_short(c.last_failure)} ({c.last_failure_class or '?'})")
         if details:
-            lines += ["", f"{c.name}:", *details]
+            lines += ["", f"{_name(c.name)}:", *details]
     chain = report.chain
     lines.append("")
     if chain.verified:
@@ -553,4 +563,4 @@ def render_text(report: Report) -> str:
         lines.append(f"  {chain.unverified_lines} lines from {chain.broken_at} on are unverified "
                      "(credentials marked *)")
     lines.append(f"{report.events} events matched; times are UTC")
-    return "\n".join(lines) + "\n"
+    return ("\n".join(lines) + "\n").translate(_CONTROLS)

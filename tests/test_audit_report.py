@@ -338,3 +338,19 @@ def test_text_table_is_aligned(trail: dict[str, Any], run_cli) -> None:
     assert other[:ok_end].endswith("1") and sf[:ok_end].endswith("2")
     assert f"key promoted  {trail['promoted'][:16]} (replaces {trail['first'][:16]})" in result.out
     assert "chain: ok" in result.out
+
+
+def test_text_output_neutralises_escape_sequences(tmp_path: Path) -> None:
+    """A line with terminal escapes (written through the real writer, so the chain holds)
+    cannot clear the screen or rewrite lines: control characters print as '?'."""
+    path = tmp_path / "audit.jsonl"
+    writer = AuditFile(path, max_bytes=1 << 20)
+    evil = "x\x1b[2J\x1b[1A\rforged\x07" + "y" * 200
+    writer.append({"ts": "2026-11-01T00:00:00.000000Z", "event": "rotation.failed", "level": "error",
+                   "credential": evil, "error_class": "\x1b]0;title\x07", "outcome": "failure"})
+    out = io.StringIO()
+    assert run_report([path], out=out) == 0
+    text = out.getvalue()
+    assert not any((ord(ch) < 0x20 and ch != "\n") or 0x7F <= ord(ch) < 0xA0 for ch in text)
+    assert "x?[2J?[1A?forged?" in text and "(?]0;title?)" in text
+    assert max(len(line) for line in text.splitlines()[:2]) < 200  # long names are cut
