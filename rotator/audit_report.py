@@ -415,12 +415,19 @@ class Report:
                 "events": self.events, "credentials": [c.to_json() for c in self.credentials]}
 
 
+def files_of(audit_log: Path, keep: int = audit_chain.KEEP) -> list[Path]:
+    """`audit_log` and its rotated copies that exist, oldest first (.5 .. .1, then the file)."""
+    older = [audit_log.with_name(f"{audit_log.name}.{i}") for i in range(keep, 0, -1)]
+    return [p for p in older if p.exists()] + [audit_log]
+
+
 def build_report(paths: Sequence[Path], filters: Filters, *,
                  schedules: Mapping[str, tuple[float, float]] | None = None,
                  on_event: Callable[[Line], None] | None = None,
                  now: datetime | None = None) -> Report:
     if not paths:
-        raise InputError("audit report: name at least one audit file (oldest first)")
+        raise InputError("audit report: name at least one audit file (oldest first)",
+                         hint="or pass the --config whose daemon.audit_log to read")
     state = ChainState([str(p) for p in paths])
     aggregator = Aggregator(filters, on_event)
     add = aggregator.add
@@ -441,7 +448,7 @@ def run_report(
     (the report is printed either way). Bad input raises InputError (exit 2)."""
     out = out or sys.stdout
     if fmt not in FORMATS:
-        raise InputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        raise InputError(f"audit report: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     filters = make_filters(since=since, until=until, credential=credential, event=event, now=now)
     if fmt == "csv-events":
         writer = csv.writer(out, lineterminator="\n")

@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     hash_cmd.add_argument("value")
     report = audit_sub.add_parser(
         "report", help="what happened per credential: rotations, key changes, warnings, gaps")
-    report.add_argument("files", nargs="+", type=Path, help="audit files, oldest first")
+    report.add_argument("files", nargs="*", type=Path,
+                        help="audit files, oldest first (default: daemon.audit_log and its copies)")
     report.add_argument("--since", help="RFC 3339 time, date, or age such as 7d")
     report.add_argument("--until", help="RFC 3339 time, date, or age such as 1d")
     report.add_argument("--credential", action="append", help="only this credential (repeatable)")

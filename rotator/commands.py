@@ -244,14 +244,17 @@ def audit_command(args: argparse.Namespace) -> int:
 
 
 def _audit_report(args: argparse.Namespace) -> int:
-    from rotator.audit_report import run_report
+    from rotator.audit_report import files_of, run_report
 
-    # With a config (--config, or the default one if present) gaps follow each `every`.
-    schedules = None
+    # With a config (--config, or the default one if present) gaps follow each `every`, and
+    # without FILEs the report reads daemon.audit_log and its rotated copies.
+    schedules, files = None, list(args.files)
     if args.config or _config_exists():
         config = load_config(resolve_config_path(args.config))
         schedules = {n: (c.every, c.jitter) for n, c in config.credentials.items()}
-    return run_report(args.files, since=args.since, until=args.until, credential=args.credential,
+        if not files and config.daemon.audit_log is not None:
+            files = files_of(config.daemon.audit_log)
+    return run_report(files, since=args.since, until=args.until, credential=args.credential,
                       event=args.event, fmt=args.format or "text", schedules=schedules)
 
 

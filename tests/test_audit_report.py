@@ -354,3 +354,22 @@ def test_text_output_neutralises_escape_sequences(tmp_path: Path) -> None:
     assert not any((ord(ch) < 0x20 and ch != "\n") or 0x7F <= ord(ch) < 0xA0 for ch in text)
     assert "x?[2J?[1A?forged?" in text and "(?]0;title?)" in text
     assert max(len(line) for line in text.splitlines()[:2]) < 200  # long names are cut
+
+
+def test_without_files_the_config_audit_log_and_its_copies_are_read(
+    tmp_path: Path, trail: dict[str, Any], run_cli
+) -> None:
+    """`rotator --config X audit report`: daemon.audit_log, rotated copies first."""
+    events = [json.loads(line) for line in trail["path"].read_text().splitlines()][1:]
+    trail["path"].unlink()
+    writer = AuditFile(trail["path"], max_bytes=sum(len(json.dumps(e)) for e in events) // 3)
+    for event in events:
+        writer.append(event)
+    assert trail["path"].with_name("audit.jsonl.1").exists()
+    result = run_cli("--config", trail["config"], "audit", "report", "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert data["files"][-1] == str(trail["path"]) and len(data["files"]) >= 3
+    assert by_name(data)["sf"]["rotations"] == {"succeeded": 2, "failed": 1, "skipped": 0}
+    bare = run_cli("audit", "report")
+    assert bare.code == 2 and "name at least one audit file" in bare.err
