@@ -19,6 +19,7 @@ from tests.test_daemon import (  # noqa: F401  (start_daemon and key_files are f
     import_keys,
     key_files,
     make_config,
+    metric,
     start_daemon,
     wait_for,
 )
@@ -139,14 +140,15 @@ def test_every_metric_exists_on_a_running_daemon(tmp_path, endpoint, run_cli, ke
     import_keys(run_cli, endpoint, config, key_files, "sf")
     endpoint.set_fault("5xx", count=1)
     daemon = start_daemon(config, port=port)
-    daemon.wait_ready(timeout=20)
+    daemon.wait_ready(timeout=30)
 
     def scraped() -> str | None:
         status, text = daemon.http("/metrics")
         done = status == 200 and 'rotator_rotation_errors_total{credential="sf"' in text
-        return text if done and 'result="success"} 1.0' in text else None
+        return text if done and metric(text, "rotator_rotation_total", credential="sf",
+                                       result="success") else None
 
-    text = wait_for(scraped, 20, "a failure and a success on /metrics")
+    text = wait_for(scraped, 30, "a failure and a success on /metrics")
     secret_guard.seen("/metrics", text)
     declared, sampled = _exposed(text)
     used = dashboard_metrics() | {m for a in _alerts().values() for m, _ in _selectors(a["expr"])}
