@@ -24,6 +24,7 @@ import itertools
 import json
 import statistics
 import sys
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -170,7 +171,7 @@ def read_lines(paths: Sequence[Path], state: ChainState) -> Iterator[Line]:
     first: audit_chain._Line | None = None
     before: audit_chain._Line | None = None
     pending: audit_chain._Line | None = None  # verified once the next line chains onto it
-    recent: dict[str, str] = {}  # line hash -> where (insertion ordered: oldest first)
+    recent: OrderedDict[str, str] = OrderedDict()  # line hash -> where, oldest first
     limit = audit_chain._RECENT
     problem_of = audit_chain._problem
     count = 0
@@ -191,7 +192,7 @@ def read_lines(paths: Sequence[Path], state: ChainState) -> Iterator[Line]:
             first = line
         recent[line.hash] = line.where
         if len(recent) > limit:
-            del recent[next(iter(recent))]
+            recent.popitem(last=False)  # O(1); deleting a dict's first key is not
         before = line
     state.lines = count
     if pending is not None:
