@@ -483,8 +483,8 @@ def render_csv(report: Report, out: TextIO) -> None:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for c in report.credentials:
-        last_key = next((k["key_sha256"] for k in reversed(c.key_changes)
-                         if k["change"] == "promoted"), "")
+        last_key = next((k["key_sha256"] for k in reversed(c.key_changes)  # the key made current
+                         if k["change"] in ("created", "imported", "promoted")), "")
         writer.writerow([
             c.name, c.succeeded, c.failed, c.skipped, c.first_rotation or "", c.last_rotation or "",
             c.last_success or "", c.last_failure or "", len(c.key_changes), last_key or "",

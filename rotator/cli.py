@@ -104,8 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--credential", action="append", help="only this credential (repeatable)")
     report.add_argument("--event", action="append", help="only these events, globs allowed: key.*")
     shape = report.add_mutually_exclusive_group()
-    for flag, fmt in (("--json", "json"), ("--csv", "csv"), ("--csv-events", "csv-events")):
-        shape.add_argument(flag, dest="format", action="store_const", const=fmt)
+    for flag, fmt, text in (("--json", "json", "JSON (docs/audit-report.md)"),
+                            ("--csv", "csv", "CSV, one row per credential"),
+                            ("--csv-events", "csv-events", "CSV, one row per event")):
+        shape.add_argument(flag, dest="format", action="store_const", const=fmt, help=text)
 
     demo = sub.add_parser("demo", help="the embedded default: local endpoint + file store, full loop")
     demo.add_argument("--duration", type=float, default=30.0)

@@ -314,6 +314,7 @@ def test_csv_one_row_per_credential(trail: dict[str, Any], run_cli) -> None:
     assert set(by) == {"sf", "other"}
     assert (by["sf"]["succeeded"], by["sf"]["failed"], by["sf"]["key_changes"]) == ("2", "1", "7")
     assert by["sf"]["last_key_sha256"] == trail["promoted"] and by["other"]["expiry_warnings"] == "1"
+    assert by["other"]["last_key_sha256"] == trail["other"]  # imported, never rolled
     assert by["sf"]["chain_verified"] == "true"
 
 
