@@ -27,7 +27,7 @@ from typing import Any
 
 from bench._common import DOC, PROFILES, Ctx, Table, fmt_num, machine_facts
 
-MODULES = ("mint", "mint_remote", "rotation", "fleet", "footprint", "alternatives")
+MODULES = ("mint", "mint_remote", "rotation", "fleet", "footprint", "alternatives", "audit_report")
 TITLES = {
     "meta": None,
     "summary": "## Summary",
@@ -37,6 +37,7 @@ TITLES = {
     "fleet": "## Fleet: `rotate --all`",
     "footprint": "## Footprint: start-up, memory, imports",
     "alternatives": "## Against the alternatives",
+    "audit_report": "## Audit report: `rotator audit report` on a 100 MB audit file",
 }
 IDLE_HEADING = "## Idle daemon"
 TEMPLATE = """# Benchmarks
@@ -151,6 +152,15 @@ def summary(tables: dict[str, Table]) -> list[str]:
                  for r in alternatives.rows]
         bullets.append("**Tokens per second** (rotator's in-process engine ÷ each): "
                        + "; ".join(parts) + ".")
+    report = tables.get("audit_report")
+    command = (report.data.get("`rotator audit report FILE` (command, start-up included)")
+               if report else None)
+    if report and command:
+        mb = report.data["bytes"] / 1024 / 1024
+        bullets.append(f"**Audit report**: `rotator audit report` over {mb:,.0f} MB "
+                       f"({report.data['lines']:,} lines) took {command['wall']:.2f} s "
+                       f"({command['cpu']:.2f} s CPU), chain verified (target for 100 MB: well "
+                       "under 10 s).")
     return bullets
 
 

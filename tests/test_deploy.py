@@ -750,7 +750,7 @@ def _known_metric(name: str, names: frozenset[str] | set[str]) -> bool:
 
 
 def test_alert_metrics_are_exported() -> None:
-    """Every metric an alert reads is in METRIC_NAMES and in rotator.metrics' live registry."""
+    """Every metric an alert reads is in METRIC_NAMES and in rotator.daemon.metrics' live registry."""
     from rotator.daemon.metrics import Metrics
 
     exported = set()
@@ -763,7 +763,7 @@ def test_alert_metrics_are_exported() -> None:
     assert used, "no metric found in the alert expressions"
     unknown = {m for m in used if not _known_metric(m, METRIC_NAMES)}
     assert not unknown, f"not in METRIC_NAMES: {sorted(unknown)}"
-    assert used <= exported, f"not exported by rotator.metrics: {sorted(used - exported)}"
+    assert used <= exported, f"not exported by rotator.daemon.metrics: {sorted(used - exported)}"
 
 
 # ---------------------------------------------------------------------------- Dockerfile

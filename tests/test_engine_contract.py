@@ -11,6 +11,7 @@ Found by mutation testing (docs/mutation-engine.md): these were the engine's bli
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import time
@@ -152,9 +153,10 @@ def one(events: list[dict[str, Any]], name: str) -> dict[str, Any]:
     return found[0]
 
 
-def file_version(raw: bytes) -> str:
-    """The file store's version of a record: from the SHA-256 of its bytes."""
-    return hashlib.sha256(raw).hexdigest()[:20]
+def file_version(raw: bytes, root: Path) -> str:
+    """The file store's version of a record: HMAC-SHA256 of its bytes under the store's key."""
+    key = (root / ".version-key").read_bytes()
+    return hmac.new(key, raw, hashlib.sha256).hexdigest()[:20]
 
 
 def assert_rotated(result: RotationResult, setup: Setup, started_before: float) -> None:
@@ -228,7 +230,8 @@ def test_next_rotation_writes_against_the_version_it_read(setup: Setup, captured
     assert second.token_version != first.token_version
 
     last = setup.store.token_writes()[-1]
-    assert last.kwargs["expected_version"] == file_version(before) == first.token_version
+    root = setup.path.parent / "store"
+    assert last.kwargs["expected_version"] == file_version(before, root) == first.token_version
     assert last.kwargs["request_id"] == second.rotation_id
     assert last.kwargs["metadata"]["rotation_id"] == second.rotation_id
     assert setup.stored().data["rotation_id"] == second.rotation_id
@@ -237,7 +240,8 @@ def test_next_rotation_writes_against_the_version_it_read(setup: Setup, captured
     assert one(events, "rotation.started")["force"] is True
     written = one(events, "token.written")
     assert written["previous_version"] == first.token_version
-    assert written["version"] == second.token_version == file_version(setup.token_file().read_bytes())
+    assert written["version"] == second.token_version == file_version(
+        setup.token_file().read_bytes(), setup.path.parent / "store")
 
 
 def test_fresh_token_is_skipped_unless_forced(setup: Setup, captured) -> None:
@@ -400,7 +404,7 @@ def test_unreadable_token_is_replaced_with_cas_on_its_version(setup: Setup, capt
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(content)
     path.chmod(0o600)
-    broken = file_version(path.read_bytes())
+    broken = file_version(path.read_bytes(), setup.path.parent / "store")
     engine = setup.engine()
     with capture_logs(processors=audit.shared_processors()) as outside:  # no rotation context bound
         token, record = engine.read_token("sf")
@@ -515,7 +519,7 @@ def test_vault_labels_and_deleted_version_replaced_by_cas(endpoint, rsa_keys, tm
 def test_key_record_changes_use_the_version_the_rotation_read(setup: Setup) -> None:
     """In the renewal window the rotation stages a key with CAS on the key record it loaded."""
     key_file = setup.path.parent / "store" / "sf" / "key.json"
-    read = file_version(key_file.read_bytes())
+    read = file_version(key_file.read_bytes(), setup.path.parent / "store")
     setup.engine(clock=lambda: time.time() + 25 * DAY).rotate("sf")
     key_writes = [w for w in setup.store.writes if w.path == "sf/key"]
     assert key_writes, "nothing staged 25 days into a 30-day certificate"

@@ -108,6 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
         "hash", help="keyed fingerprint of a token read from stdin (pass -: never the token in argv)"
     )
     hash_cmd.add_argument("value", metavar="-")
+    report = audit_sub.add_parser(
+        "report", help="what happened per credential: rotations, key changes, warnings, gaps")
+    report.add_argument("files", nargs="*", type=Path,
+                        help="audit files, oldest first (default: daemon.audit_log and its copies)")
+    report.add_argument("--since", help="RFC 3339 time, date, or age such as 7d")
+    report.add_argument("--until", help="RFC 3339 time, date, or age such as 1d")
+    report.add_argument("--credential", action="append", help="only this credential (repeatable)")
+    report.add_argument("--event", action="append", help="only these events, globs allowed: key.*")
+    report.add_argument("--key-file", type=Path,
+                        help="the audit HMAC key (default: the one --config's daemon section names)")
+    report.add_argument("--allow-unkeyed", action="store_true",
+                        help="trust a legacy unkeyed chain (anyone can forge one)")
+    shape = report.add_mutually_exclusive_group()
+    for flag, fmt, text in (("--json", "json", "JSON (docs/audit-report.md)"),
+                            ("--csv", "csv", "CSV, one row per credential"),
+                            ("--csv-events", "csv-events", "CSV, one row per event")):
+        shape.add_argument(flag, dest="format", action="store_const", const=fmt, help=text)
 
     demo = sub.add_parser("demo", help="the embedded default: local endpoint + file store, full loop")
     demo.add_argument("--duration", type=float, default=30.0)

@@ -65,6 +65,10 @@ def check(args: argparse.Namespace) -> int:
             print(f"audit_log: ok ({audit_log})")
     for warning in config.warnings:
         print(f"warning: {warning}")
+    from rotator.daemon.schedule_check import check_config
+
+    for warning in check_config(config):  # schedules that run into the request caps
+        print(f"warning: {warning}")
     for name in engine.stores.names():
         store = engine.stores[name]
         try:
@@ -253,6 +257,8 @@ def audit_command(args: argparse.Namespace) -> int:
             load(args)
         print(cli_fingerprint(sys.stdin.readline().strip()))
         return 0
+    if args.audit_command == "report":
+        return _audit_report(args)
     from rotator.audit.chain import verify_files
 
     return verify_files(args.files, key=_verify_key(args), expect_head=args.expect_head,
@@ -270,6 +276,22 @@ def _verify_key(args: argparse.Namespace) -> bytes | None:
         return None
     path = key_path_for(load(args, read_only=True).daemon)
     return read_key_file(path) if path is not None and path.exists() else None
+
+
+def _audit_report(args: argparse.Namespace) -> int:
+    from rotator.audit.report import files_of, run_report
+
+    # With a config (--config, or the default one if present) gaps follow each `every`, and
+    # without FILEs the report reads daemon.audit_log and its rotated copies.
+    schedules, files = None, list(args.files)
+    if args.config or _config_exists():
+        config = load_config(resolve_config_path(args.config))
+        schedules = {n: (c.every, c.jitter) for n, c in config.credentials.items()}
+        if not files and config.daemon.audit_log is not None:
+            files = files_of(config.daemon.audit_log)
+    return run_report(files, since=args.since, until=args.until, credential=args.credential,
+                      event=args.event, fmt=args.format or "text", schedules=schedules,
+                      key=_verify_key(args), allow_unkeyed=args.allow_unkeyed)
 
 
 def _config_exists() -> bool:

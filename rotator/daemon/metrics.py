@@ -9,6 +9,9 @@ Names follow cert-manager's, so its dashboards and alerts carry over:
     rotator_certificate_expiration_timestamp_seconds{credential}
     rotator_credential_ready{credential}                  1 while the token is within its deadline
     rotator_token_requests_total{credential}              exchanges sent to the token endpoint
+    rotator_token_requests_limit_per_hour{credential}     max_requests_per_hour (the cap on the above)
+    rotator_rotation_interval_seconds{credential}         `every` (token age is judged against it)
+    rotator_rotation_errors_total{credential,error_class} failed runs by rotator.errors class
     rotator_build_info{version}
 
 Labels carry credential names and fixed words only, never a value read from a record.
@@ -30,7 +33,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from rotator import __version__
+from rotator import __version__, errors
 
 RESULTS = ("success", "failure", "skipped", "superseded")
 # RotationResult.action -> the result label
@@ -41,6 +44,11 @@ ACTION_RESULT = {
     "dry-run": "skipped",
     "superseded": "superseded",
 }
+# error_class label values: rotator.errors class names only (a fixed set), else "other".
+ERROR_CLASSES = frozenset(
+    name for name, value in vars(errors).items()
+    if isinstance(value, type) and issubclass(value, errors.RotatorError)
+)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 # `*_created` series double the output and nobody alerts on them.
@@ -81,6 +89,19 @@ class Metrics:
             "rotator_token_requests", "Token requests sent to the endpoint.", ["credential"],
             registry=r,
         )
+        self.requests_limit = Gauge(
+            "rotator_token_requests_limit_per_hour",
+            "max_requests_per_hour: token requests allowed in a sliding hour.", ["credential"],
+            registry=r,
+        )
+        self.interval = Gauge(
+            "rotator_rotation_interval_seconds", "The credential's `every`.", ["credential"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "rotator_rotation_errors", "Failed rotation runs by error class (rotator.errors).",
+            ["credential", "error_class"], registry=r,
+        )
         self.build_info = Gauge("rotator_build_info", "rotator's version.", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
         if process:
@@ -98,11 +119,26 @@ class Metrics:
         for result in RESULTS:
             _remove(self.rotations, name, result)
         for metric in (self.duration, self.last_success, self.token_expiration,
-                       self.cert_expiration, self.ready, self.token_requests):
+                       self.cert_expiration, self.ready, self.token_requests,
+                       self.requests_limit, self.interval):
             _remove(metric, name)
+        for labels in [s.labels for f in self.errors.collect() for s in f.samples
+                       if s.labels.get("credential") == name and s.name.endswith("_total")]:
+            _remove(self.errors, name, labels["error_class"])
 
-    def rotation(self, name: str, action: str, duration: float | None) -> None:
-        self.rotations.labels(name, ACTION_RESULT.get(action, "failure")).inc()
+    def schedule(self, name: str, *, every: float, requests_per_hour: int) -> None:
+        """The credential's schedule, for dashboards: token age against `every`, requests
+        against the cap. The daemon sets it whenever it (re)adds a credential."""
+        self.interval.labels(name).set(every)
+        self.requests_limit.labels(name).set(requests_per_hour)
+
+    def rotation(self, name: str, action: str, duration: float | None,
+                 error: BaseException | None = None) -> None:
+        result = ACTION_RESULT.get(action, "failure")
+        self.rotations.labels(name, result).inc()
+        if result == "failure":
+            kind = type(error).__name__ if error is not None else "other"
+            self.errors.labels(name, kind if kind in ERROR_CLASSES else "other").inc()
         if duration is not None:
             self.duration.labels(name).observe(duration)
 

@@ -200,6 +200,7 @@ class Rotations:
         token, known = self._observe(engine, state, key=True)
         first = self._first_run(cred, state, token, known, now)
         self.metrics.add_credential(name)
+        self.metrics.schedule(name, every=cred.every, requests_per_hour=cred.max_requests_per_hour)
         trigger = IntervalTrigger(seconds=cred.every, jitter=cred.jitter or None, timezone=UTC)
         with self._lock:
             self.states[name] = state
@@ -272,7 +273,7 @@ class Rotations:
             self._defer(cred, state, now, wait)
             return
         result = engine.rotate(name)
-        self.metrics.rotation(name, result.action, result.duration)
+        self.metrics.rotation(name, result.action, result.duration, result.error)
         key_changed = bool(result.key_sha256) and result.key_sha256 != state.key_sha256
         token, _known = self._observe(engine, state, key=key_changed)
         with self._lock:

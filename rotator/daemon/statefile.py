@@ -1,4 +1,4 @@
-"""`<state_dir>/state.json`: what the daemon knows, for `rotator status` (rotator.status reads it).
+"""`<state_dir>/state.json`: what the daemon knows, for `rotator status` (rotator.cli.status reads it).
 
     {"version": 1, "pid": ..., "updated_at": "...Z",
      "credentials": {NAME: {"next_run", "last_error", "last_success", "consecutive_failures",
