@@ -23,7 +23,7 @@ from rotator.audit import pipeline as audit
 from rotator.audit.fingerprint import token_fingerprint
 from rotator.clock import Clock
 from rotator.config import Config, CredentialConfig
-from rotator.errors import InternalError, RecordError, RotatorError, StoreConflict
+from rotator.errors import EndpointProtocolError, InternalError, RecordError, RotatorError, StoreConflict
 from rotator.keys import lifecycle
 from rotator.keys.context import KeyContext, KeyMemo, LoadedKey
 from rotator.keys.crypto import KeyCache
@@ -95,6 +95,7 @@ class Engine:
         self.on_step = on_step
         self._providers: dict[str, Provider] = {}
         self._key_memo = KeyMemo()
+        self._publishers: dict[str, Any] = {}
 
     # -- resolving a credential
 
@@ -104,7 +105,43 @@ class Engine:
 
     def key_context(self, name: str) -> KeyContext:
         return KeyContext(name, self.config.credential(name), self.config.credentials, self.stores,
-                          self.keys, self.clock, self._key_memo)
+                          self.keys, self.clock, self._key_memo, metadata=self.metadata_publisher(name),
+                          on_step=lambda step: self._step(name, step))
+
+    def metadata_publisher(self, name: str) -> Any:
+        """The Metadata API target of a credential with `publish` (None without), built once
+        per engine: its session is the stored token of `publish.via`, minted anew only when
+        missing or refused (rotator.providers.metadata)."""
+        cred = self.config.credential(name)
+        if cred.publish is None:
+            return None
+        publisher = self._publishers.get(name)
+        if publisher is None:
+            from rotator.providers.metadata import MetadataPublisher
+
+            via = cred.publish.via or name
+            publisher = self._publishers[name] = MetadataPublisher(
+                name, cred.publish, session=lambda fresh: self._metadata_session(via, fresh),
+                timeout=cred.timeout, max_per_hour=cred.max_requests_per_hour, via=via, clock=self.clock,
+            )
+        return publisher
+
+    def _metadata_session(self, via: str, fresh: bool) -> tuple[str, str]:
+        """(instance_url, access token) of credential `via`: the stored one unless `fresh`
+        or there is none; else one token request signed with its current key (not stored:
+        the stored token belongs to that credential's own schedule)."""
+        cred = self.resolve(via)
+        if not fresh:
+            token, _ = _read_token(cred)
+            if token is not None and token.instance_url:
+                return token.instance_url, token.access_token
+        keyrec, record = cred.keys.read_record()
+        loaded = cred.keys.load_pair(keyrec.current, "current", record.version)
+        response = cred.provider.exchange(cred.mint(loaded.signer, self.clock()))
+        if not response.instance_url:
+            raise EndpointProtocolError(cred.provider.token_url, "token response has no instance_url",
+                                        hint="the Metadata API is reached at the instance_url")
+        return response.instance_url, response.access_token
 
     # -- building blocks (also used by the CLI and the scheduler)
 

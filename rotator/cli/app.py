@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--days", type=int, default=None)
             cmd.add_argument("--bits", type=int, default=None)
 
+    publish = keys_sub.add_parser(
+        "publish", help="put a certificate into the app through the Metadata API (publish table)")
+    publish.add_argument("name")
+    which = publish.add_mutually_exclusive_group()
+    which.add_argument("--pending", action="store_true", help="the pending certificate (default)")
+    which.add_argument("--current", action="store_true",
+                       help="the current certificate: the way back after a bad publication")
+    publish.add_argument("--dry-run", action="store_true", help="show what would change; change nothing")
+
     cert = sub.add_parser("cert", help="certificates")
     cert_sub = cert.add_subparsers(dest="cert_command", required=True, parser_class=_Parser)
     show = cert_sub.add_parser("show", help="subject, serial, validity, fingerprint")

@@ -1,0 +1,177 @@
+"""Zero-touch rollover (issue 17): rotator publishes the pending certificate into the app through
+the Metadata API of the Salesforce emulator, over real sockets, then tries and promotes it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from structlog.testing import capture_logs
+
+from rotator.audit.events import validate
+from rotator.config import load_config
+from rotator.engine import Engine
+from rotator.keys.crypto import cert_info, load_certificate
+from rotator.testing.salesforce import CUSTOMIZE_APPLICATION, MODIFY_METADATA
+from tests.conftest import CLIENT_ID, USERNAME, write_config
+
+pytestmark = pytest.mark.integration
+
+APP = "Rotator_Integration"
+PUBLISHER = "publisher@example.com"
+PUBLISHER_CLIENT_ID = "3MVG9publisher.client.id"
+
+
+def sha(pem: str) -> str:
+    return cert_info(load_certificate(pem)).sha256
+
+
+def setup(tmp_path: Path, endpoint: Any, run_cli, *, grant: bool = True, days: int = 30,
+          publish: dict[str, Any] | None = None, extra: dict[str, dict[str, Any]] | None = None,
+          **overrides: Any) -> tuple[Path, str]:
+    """A credential `sf` with `publish`, renewal due at once; its app knows its certificate."""
+    body = {"publish": publish or {"type": "connected-app", "app": APP},
+            "renew_before": f"{days + 1}d", "retry_min": "1s", "retry_max": "2s", **overrides}
+    config = write_config(tmp_path / "rotator.toml", login_url=endpoint.url,
+                          credentials={"sf": body, **(extra or {})})
+    result = run_cli("--config", config, "keys", "init", "sf", "--days", str(days))
+    assert result.code == 0, result.err
+    endpoint.register_app(CLIENT_ID, result.out, users=[USERNAME], name=APP)
+    if grant:
+        endpoint.grant_permissions(USERNAME, MODIFY_METADATA, CUSTOMIZE_APPLICATION)
+    return config, result.out
+
+
+def stored(config: Path, path: str) -> dict[str, Any]:
+    return json.loads((config.parent / "store" / f"{path}.json").read_text())
+
+
+def rotate(config: Path, **kwargs: Any) -> tuple[Any, list[dict[str, Any]]]:
+    engine = Engine(load_config(config))
+    with capture_logs() as events:
+        result = engine.rotate("sf", **kwargs)
+    return result, events
+
+
+def query_ok(endpoint: Any, token: str) -> bool:
+    reply = requests.get(f"{endpoint.url}/services/data/v62.0/query",
+                         params={"q": "SELECT Id FROM Organization"},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    return reply.status_code == 200
+
+
+def test_one_run_stages_publishes_tries_and_promotes(tmp_path, endpoint, run_cli):
+    """Renewal due: the run stores the pending key, publishes it, the current key is refused at
+    once, the pending key makes the token and is promoted. No human step."""
+    config, old_pem = setup(tmp_path, endpoint, run_cli)
+    result, events = rotate(config, force=True)
+    assert result.ok, result.error
+    keyrec = stored(config, "sf/key")
+    new_sha = sha(keyrec["certificate"])
+    assert new_sha != sha(old_pem)
+    assert "pending_certificate" not in keyrec or keyrec["pending_certificate"] is None
+    assert sha(keyrec["previous_certificate"]) == sha(old_pem)
+    assert sha(endpoint.certificate(CLIENT_ID)) == new_sha
+    token = stored(config, "sf/token")
+    assert token["key_sha256"] == new_sha
+    assert query_ok(endpoint, token["access_token"])
+    names = [e["event"] for e in events]
+    assert names.index("key.staged") < names.index("key.published") < names.index("key.promoted")
+    published = next(e for e in events if e["event"] == "key.published")
+    assert published["target"] == "metadata" and published["ok"] is True
+    assert published["app"] == APP and published["previous_sha256"] == sha(old_pem)
+    assert published["key_sha256"] == new_sha  # rotation_id is bound by the pipeline (contextvars)
+    assert validate(published, envelope=False) == []
+    calls = [(c.operation, c.username, c.outcome) for c in endpoint.metadata_log]
+    assert calls == [("readMetadata", USERNAME, "ok"), ("updateMetadata", USERNAME, "ok"),
+                     ("readMetadata", USERNAME, "ok")]
+
+
+def test_the_update_keeps_every_other_field(tmp_path, endpoint, run_cli):
+    """Only the certificate changes: label, contact, callback, consumer key, policy survive."""
+    config, _ = setup(tmp_path, endpoint, run_cli)
+    before = read_app(endpoint, config)
+    result, _ = rotate(config, force=True)
+    assert result.ok
+    after = read_app(endpoint, config)
+    token = stored(config, "sf/token")
+    start, end = "<certificate>", "</certificate>"
+    assert sha(after[after.index(start) + len(start):after.index(end)]) == token["key_sha256"]
+    strip = lambda text: text[:text.index(start)] + text[text.index(end):]  # noqa: E731
+    assert strip(after) == strip(before)
+    for field in ("<label>", "<contactEmail>", "<callbackUrl>", f"<consumerKey>{CLIENT_ID}<",
+                  "<isAdminApproved>true<", "<oauthPolicy>"):
+        assert field in after
+
+
+def read_app(endpoint: Any, config: Path) -> str:
+    """The component as a raw readMetadata reply, with a token minted by the current key."""
+    _, token = Engine(load_config(config))._metadata_session("sf", True)
+    envelope = ('<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
+                'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+                'xmlns:md="http://soap.sforce.com/2006/04/metadata"><soapenv:Header><md:SessionHeader>'
+                f"<md:sessionId>{token}</md:sessionId></md:SessionHeader></soapenv:Header><soapenv:Body>"
+                f"<md:readMetadata><md:type>ConnectedApp</md:type><md:fullNames>{APP}</md:fullNames>"
+                "</md:readMetadata></soapenv:Body></soapenv:Envelope>")
+    reply = requests.post(f"{endpoint.url}/services/Soap/m/66.0", data=envelope.encode(), timeout=10,
+                          headers={"Content-Type": "text/xml", "SOAPAction": '""'})
+    assert reply.status_code == 200, reply.text
+    return reply.text
+
+
+@pytest.mark.parametrize("failure", ["permissions", "no-app", "5xx"])
+def test_a_failed_publication_leaves_the_current_key_working(tmp_path, endpoint, run_cli, failure):
+    """Permissions missing, app unknown, 5xx: audited with a diagnosis, the app keeps its
+    certificate, the current key makes the token, the pending key stays for a retry."""
+    publish = {"type": "connected-app", "app": "No_Such_App" if failure == "no-app" else APP}
+    config, old_pem = setup(tmp_path, endpoint, run_cli, grant=failure != "permissions", publish=publish)
+    if failure == "5xx":
+        endpoint.set_fault("5xx", target="metadata", count=None, status=503)
+    first, _ = rotate(config, force=True)
+    assert first.ok
+    before = (config.parent / "store" / "sf" / "token.json").read_bytes()
+    engine = Engine(load_config(config))
+    # a second run: the pending key is tried (refused), the publication retried, the token kept
+    with capture_logs() as events:
+        result = engine.rotate("sf")
+    assert result.ok and result.action == "skipped"
+    assert (config.parent / "store" / "sf" / "token.json").read_bytes() == before
+    assert sha(endpoint.certificate(CLIENT_ID)) == sha(old_pem)
+    keyrec = stored(config, "sf/key")
+    assert sha(keyrec["certificate"]) == sha(old_pem) and keyrec["pending_certificate"]
+    retried = [e for e in events if e["event"] == "key.published"]
+    assert len(retried) == 1 and retried[0]["ok"] is False  # a later run retries the publication
+    token = json.loads(before)
+    assert query_ok(endpoint, token["access_token"])
+    assert token["key_sha256"] == sha(old_pem)
+    # a token request now: the pending key is refused, the current one still works
+    with capture_logs() as events:
+        forced = engine.rotate("sf", force=True)
+    assert forced.ok and stored(config, "sf/token")["key_sha256"] == sha(old_pem)
+    rejected = [e for e in events if e["event"] == "key.pending_rejected"]
+    assert len(rejected) == 1 and "does not hold the pending certificate" in rejected[0]["reason"]
+
+
+@pytest.mark.parametrize(("failure", "expected"), [
+    ("permissions", "Modify Metadata"),
+    ("no-app", "No_Such_App"),
+    ("5xx", "UNKNOWN_EXCEPTION"),
+])
+def test_publication_errors_are_diagnosed(tmp_path, endpoint, run_cli, failure, expected):
+    publish = {"type": "connected-app", "app": "No_Such_App" if failure == "no-app" else APP}
+    config, old_pem = setup(tmp_path, endpoint, run_cli, grant=failure != "permissions", publish=publish)
+    if failure == "5xx":
+        endpoint.set_fault("5xx", target="metadata", count=None, status=500)
+    result, events = rotate(config, force=True)
+    assert result.ok  # the current key made the token
+    assert stored(config, "sf/token")["key_sha256"] == sha(old_pem)
+    published = [e for e in events if e["event"] == "key.published"]
+    assert len(published) == 1 and published[0]["ok"] is False
+    assert expected in published[0]["diagnosis"]
+    assert published[0]["retryable"] is (failure == "5xx")
+    assert validate(published[0], envelope=False) == []
+    assert sha(endpoint.certificate(CLIENT_ID)) == sha(old_pem)
+    endpoint.clear_faults()
