@@ -23,7 +23,14 @@ from rotator.audit import pipeline as audit
 from rotator.audit.fingerprint import token_fingerprint
 from rotator.clock import Clock
 from rotator.config import Config, CredentialConfig
-from rotator.errors import EndpointProtocolError, InternalError, RecordError, RotatorError, StoreConflict
+from rotator.errors import (
+    EndpointProtocolError,
+    InternalError,
+    RecordError,
+    RotatorError,
+    StoreConflict,
+    TokenRejected,
+)
 from rotator.keys import lifecycle
 from rotator.keys.context import KeyContext, KeyMemo, LoadedKey
 from rotator.keys.crypto import KeyCache
@@ -128,16 +135,24 @@ class Engine:
 
     def _metadata_session(self, via: str, fresh: bool) -> tuple[str, str]:
         """(instance_url, access token) of credential `via`: the stored one unless `fresh`
-        or there is none; else one token request signed with its current key (not stored:
-        the stored token belongs to that credential's own schedule)."""
+        or there is none; else a token request signed with its current key, or its pending
+        key if the app holds that one (the token is not stored: the stored token belongs to
+        that credential's own schedule)."""
         cred = self.resolve(via)
         if not fresh:
             token, _ = _read_token(cred)
             if token is not None and token.instance_url:
                 return token.instance_url, token.access_token
         keyrec, record = cred.keys.read_record()
-        loaded = cred.keys.load_pair(keyrec.current, "current", record.version)
-        response = cred.provider.exchange(cred.mint(loaded.signer, self.clock()))
+        signer = cred.keys.load_pair(keyrec.current, "current", record.version).signer
+        try:
+            response = cred.provider.exchange(cred.mint(signer, self.clock()))
+        except TokenRejected as exc:
+            # the app may hold the pending certificate (published, not promoted yet)
+            if keyrec.pending is None or not lifecycle.is_invalid_assertion(exc):
+                raise
+            pending = cred.keys.load_pair(keyrec.pending, "pending", record.version).signer
+            response = cred.provider.exchange(cred.mint(pending, self.clock()))
         if not response.instance_url:
             raise EndpointProtocolError(cred.provider.token_url, "token response has no instance_url",
                                         hint="the Metadata API is reached at the instance_url")

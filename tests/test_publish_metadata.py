@@ -175,3 +175,101 @@ def test_publication_errors_are_diagnosed(tmp_path, endpoint, run_cli, failure, 
     assert validate(published[0], envelope=False) == []
     assert sha(endpoint.certificate(CLIENT_ID)) == sha(old_pem)
     endpoint.clear_faults()
+
+
+# ---------------------------------------------------------------------------- keys publish
+
+
+def test_keys_publish_dry_run_pending_and_the_way_back(tmp_path, endpoint, run_cli):
+    """--dry-run changes nothing; --pending publishes; --current puts the current one back."""
+    config, old_pem = setup(tmp_path, endpoint, run_cli, renew_before=None)
+    staged = run_cli("--config", config, "keys", "rotate", "sf")
+    assert staged.code == 0, staged.err
+    new_sha = sha(staged.out)
+    # keys rotate published it already (the publish table): put the old one back by hand
+    assert sha(endpoint.certificate(CLIENT_ID)) == new_sha
+    back = run_cli("--config", config, "keys", "publish", "sf", "--current")
+    assert back.code == 0, back.err
+    assert f"certificate {new_sha} -> {sha(old_pem)} (current)" in back.out
+    assert sha(endpoint.certificate(CLIENT_ID)) == sha(old_pem)
+    calls = len(endpoint.metadata_log)
+    dry = run_cli("--config", config, "keys", "publish", "sf", "--dry-run")
+    assert dry.code == 0, dry.err
+    assert f"{APP}: certificate {sha(old_pem)} -> {new_sha} (pending)" in dry.out
+    assert "dry run: nothing changed" in dry.out
+    assert sha(endpoint.certificate(CLIENT_ID)) == sha(old_pem)
+    assert [c.operation for c in endpoint.metadata_log[calls:]] == ["readMetadata"]
+    again = run_cli("--config", config, "keys", "publish", "sf", "--pending")
+    assert again.code == 0, again.err
+    assert sha(endpoint.certificate(CLIENT_ID)) == new_sha
+    assert f"now holds {new_sha}" in again.out
+    assert "key.published" in again.err  # audited (one-shot commands audit to stderr)
+
+
+def test_a_published_pending_key_is_never_discarded(tmp_path, endpoint, run_cli):
+    config, old_pem = setup(tmp_path, endpoint, run_cli, renew_before=None)
+    assert run_cli("--config", config, "keys", "rotate", "sf").code == 0
+    refused = run_cli("--config", config, "keys", "discard", "sf")
+    assert refused.code == 2
+    assert "holds the pending certificate" in refused.err and "--current" in refused.err
+    assert stored(config, "sf/key")["pending_certificate"]
+    assert run_cli("--config", config, "keys", "publish", "sf", "--current").code == 0
+    assert run_cli("--config", config, "keys", "discard", "sf").code == 0
+    assert sha(endpoint.certificate(CLIENT_ID)) == sha(old_pem)
+
+
+def test_keys_publish_without_a_publish_table(tmp_path, endpoint, run_cli):
+    config = write_config(tmp_path / "rotator.toml", login_url=endpoint.url)
+    result = run_cli("--config", config, "keys", "publish", "sf")
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and "credentials.sf.publish: not configured" in result.err
+
+
+def test_a_revoked_stored_session_is_replaced_by_one_new_login(tmp_path, endpoint, run_cli):
+    """The stored token is the Metadata session while it works; refused, one new token is minted."""
+    config, old_pem = setup(tmp_path, endpoint, run_cli, renew_before=None)
+    assert Engine(load_config(config)).rotate("sf", force=True).ok
+    token = stored(config, "sf/token")["access_token"]
+    logins = endpoint.token_requests
+    assert run_cli("--config", config, "keys", "publish", "sf", "--current").code == 0
+    assert endpoint.token_requests == logins  # the stored token did it
+    endpoint.revoke(token)
+    assert run_cli("--config", config, "keys", "rotate", "sf").code == 0
+    assert endpoint.token_requests == logins + 1
+    assert sha(endpoint.certificate(CLIENT_ID)) != sha(old_pem)
+    outcomes = [c.outcome for c in endpoint.metadata_log[-4:]]
+    assert outcomes == ["sf:INVALID_SESSION_ID", "ok", "ok", "ok"]
+
+
+def test_publishing_through_another_credential(tmp_path, endpoint, run_cli, rsa_keys):
+    """publish.via: the integration user needs no Metadata permission; the publisher's does."""
+    publisher = {"client_id": PUBLISHER_CLIENT_ID, "username": PUBLISHER}
+    config, old_pem = setup(tmp_path, endpoint, run_cli, grant=False, extra={"publisher": publisher},
+                            publish={"type": "connected-app", "app": APP, "via": "publisher"})
+    made = run_cli("--config", config, "keys", "init", "publisher")
+    assert made.code == 0
+    endpoint.register_app(PUBLISHER_CLIENT_ID, made.out, users=[PUBLISHER], name="Rotator_Publisher")
+    endpoint.grant_permissions(PUBLISHER, MODIFY_METADATA, CUSTOMIZE_APPLICATION)
+    result, _ = rotate(config, force=True)
+    assert result.ok
+    assert stored(config, "sf/token")["key_sha256"] == sha(endpoint.certificate(CLIENT_ID)) != sha(old_pem)
+    assert {c.username for c in endpoint.metadata_log} == {PUBLISHER}
+
+
+@pytest.mark.parametrize(("publish", "message"), [
+    ({"type": "lightning-app", "app": APP}, "credentials.sf.publish.type"),
+    ({"type": "connected-app"}, "credentials.sf.publish.app: required key is missing"),
+    ({"type": "connected-app", "app": "has space"}, "credentials.sf.publish.app"),
+    ({"type": "external-client-app", "app": APP, "api_version": "59.0"}, "60.0 or later"),
+    ({"type": "connected-app", "app": APP, "api_version": "v66"}, "credentials.sf.publish.api_version"),
+    ({"type": "connected-app", "app": APP, "via": "nobody"}, "credentials.sf.publish.via: no credential"),
+    ({"type": "connected-app", "app": APP, "via": "other"}, "publishes in a cycle"),
+    ({"type": "connected-app", "app": APP, "color": "red"}, "credentials.sf.publish.color: unknown key"),
+])
+def test_publish_config_errors_are_one_line(tmp_path, endpoint, run_cli, publish, message):
+    other = {"publish": {"type": "connected-app", "app": "Other_App", "via": "sf"}}
+    config = write_config(tmp_path / "rotator.toml", login_url=endpoint.url,
+                          credentials={"sf": {"publish": publish}, "other": other})
+    result = run_cli("--config", config, "check")
+    assert result.code == 2
+    assert message in result.err and result.err.count("\n") == 1, result.err
