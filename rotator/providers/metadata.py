@@ -294,7 +294,9 @@ def _text(element: ET.Element, name: str) -> str | None:
 
 
 def _plain(element: ET.Element, name: str) -> str | None:
-    found = element.find(name)
+    """A fault's child by its local name (Salesforce leaves faultcode unqualified; some
+    proxies put it in a namespace)."""
+    found = next((c for c in element if c.tag.rsplit("}", 1)[-1] == name), None)
     return (found.text or "").strip() if found is not None else None
 
 
