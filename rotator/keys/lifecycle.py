@@ -58,6 +58,9 @@ from rotator.keys.publish import publish, withdraw
 from rotator.keys.signer import Signer
 from rotator.records import KeyPair, KeyRecord, TokenRecord
 
+# Steps the lifecycle reports through KeyContext.on_step (after the engine's STEPS): the
+# pending key is durably stored; its certificate went to every target (crash tests stop here).
+KEY_STEPS = ("staged", "published")
 # A failed publication is retried on later runs, at most this often per process.
 PUBLISH_RETRY = 3600.0
 MAX_CAS_ATTEMPTS = 3
