@@ -3,7 +3,8 @@
 The engine calls ``on_step(credential, step)`` at each of ``rotator.engine.STEPS`` (start,
 key-loaded, minted, exchanged, written), and the key lifecycle at ``rotator.keys.lifecycle.KEY_STEPS``
 (staged: the pending key is stored; published: its certificate went to every target).
-Production code never imports this module: a test starts the daemon through it instead of ``python -m rotator``::
+Production code never imports this module: a test starts the daemon through it instead of
+``python -m rotator``::
 
     python -m rotator.testing.faults --config rotator.toml run
 
