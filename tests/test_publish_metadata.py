@@ -273,3 +273,21 @@ def test_publish_config_errors_are_one_line(tmp_path, endpoint, run_cli, publish
     result = run_cli("--config", config, "check")
     assert result.code == 2
     assert message in result.err and result.err.count("\n") == 1, result.err
+
+
+def test_a_replica_holding_only_the_old_key_switches_in_the_same_run(tmp_path, endpoint, run_cli):
+    """Replica B signed with the old key; replica A (the CLI here) stages and publishes. B's next
+    run tries the pending key first: one token request, accepted, promoted."""
+    config, old_pem = setup(tmp_path, endpoint, run_cli, renew_before=None)
+    replica = Engine(load_config(config))
+    assert replica.rotate("sf", force=True).key_sha256 == sha(old_pem)
+    staged = run_cli("--config", config, "keys", "rotate", "sf")
+    assert staged.code == 0
+    assert sha(endpoint.certificate(CLIENT_ID)) == sha(staged.out)
+    logins = endpoint.token_requests
+    with capture_logs() as events:
+        result = replica.rotate("sf", force=True)
+    assert result.ok and result.key_sha256 == sha(staged.out)
+    assert endpoint.token_requests == logins + 1
+    assert sha(stored(config, "sf/key")["certificate"]) == sha(staged.out)
+    assert "key.promoted" in [e["event"] for e in events]
