@@ -94,12 +94,14 @@ class Engine:
         clock: Clock = time.time,
         key_cache: KeyCache | None = None,
         on_step: Callable[[str, str], None] | None = None,
+        on_publication: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.config = config
         self.stores = stores or StoreSet(config.stores)
         self.clock = clock
         self.keys = key_cache or KeyCache()
         self.on_step = on_step
+        self.on_publication = on_publication  # (credential, ok) per Metadata API publication
         self._providers: dict[str, Provider] = {}
         self._key_memo = KeyMemo()
         self._publishers: dict[str, Any] = {}
@@ -113,7 +115,8 @@ class Engine:
     def key_context(self, name: str) -> KeyContext:
         return KeyContext(name, self.config.credential(name), self.config.credentials, self.stores,
                           self.keys, self.clock, self._key_memo, metadata=self.metadata_publisher(name),
-                          on_step=lambda step: self._step(name, step))
+                          on_step=lambda step: self._step(name, step),
+                          on_publication=lambda ok: self._publication(name, ok))
 
     def metadata_publisher(self, name: str) -> Any:
         """The Metadata API target of a credential with `publish` (None without), built once
@@ -288,6 +291,10 @@ class Engine:
             return RotationResult(cred.name, True, "superseded", reason="another writer won the race",
                                   rotation_id=rotation_id)
         raise exc
+
+    def _publication(self, name: str, ok: bool) -> None:
+        if self.on_publication is not None:
+            self.on_publication(name, ok)
 
     def _step(self, name: str, step: str) -> None:
         if self.on_step is not None:

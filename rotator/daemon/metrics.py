@@ -9,6 +9,7 @@ Names follow cert-manager's, so its dashboards and alerts carry over:
     rotator_certificate_expiration_timestamp_seconds{credential}
     rotator_credential_ready{credential}                  1 while the token is within its deadline
     rotator_token_requests_total{credential}              exchanges sent to the token endpoint
+    rotator_certificate_publications_total{credential,result}  Metadata API publications: success | failure
     rotator_build_info{version}
 
 Labels carry credential names and fixed words only, never a value read from a record.
@@ -81,6 +82,11 @@ class Metrics:
             "rotator_token_requests", "Token requests sent to the endpoint.", ["credential"],
             registry=r,
         )
+        self.publications = Counter(
+            "rotator_certificate_publications",
+            "Certificates published into the app through the Metadata API, by outcome.",
+            ["credential", "result"], registry=r,
+        )
         self.build_info = Gauge("rotator_build_info", "rotator's version.", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
         if process:
@@ -97,6 +103,8 @@ class Metrics:
     def remove_credential(self, name: str) -> None:
         for result in RESULTS:
             _remove(self.rotations, name, result)
+        for result in ("success", "failure"):
+            _remove(self.publications, name, result)
         for metric in (self.duration, self.last_success, self.token_expiration,
                        self.cert_expiration, self.ready, self.token_requests):
             _remove(metric, name)
@@ -105,6 +113,9 @@ class Metrics:
         self.rotations.labels(name, ACTION_RESULT.get(action, "failure")).inc()
         if duration is not None:
             self.duration.labels(name).observe(duration)
+
+    def certificate_publication(self, name: str, ok: bool) -> None:
+        self.publications.labels(name, "success" if ok else "failure").inc()
 
     def token_request(self, name: str) -> None:
         self.token_requests.labels(name).inc()

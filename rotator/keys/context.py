@@ -56,6 +56,8 @@ class KeyContext:
     metadata: CertificatePublisher | None = None
     # the engine's step hook (crash tests stop a process at "staged" / "published")
     on_step: Callable[[str], None] | None = None
+    # told the outcome of each Metadata API publication (the daemon counts them)
+    on_publication: Callable[[bool], None] | None = None
 
     def step(self, step: str) -> None:
         if self.on_step is not None:

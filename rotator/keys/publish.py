@@ -71,6 +71,8 @@ def publish(ctx: KeyContext, pair: KeyPair) -> bool:
             ok = False
             extra: dict[str, Any] = {"exit_code": exc.hook_exit_code} if isinstance(exc, PublishError) else {}
             if target == "metadata" and publisher is not None:
+                if ctx.on_publication is not None:
+                    ctx.on_publication(False)
                 failures = ctx.memo.publish_failures
                 failures[info.sha256] = failures.get(info.sha256, 0) + 1
                 extra.update(app=publisher.app, via=publisher.via, retryable=exc.retryable)
@@ -80,6 +82,8 @@ def publish(ctx: KeyContext, pair: KeyPair) -> bool:
             continue
         if target == "metadata":
             ctx.memo.publish_failures.pop(info.sha256, None)
+            if ctx.on_publication is not None:
+                ctx.on_publication(True)
         audit.emit("key.published", credential=ctx.name, target=target, key_sha256=info.sha256,
                    ok=True, **detail)
     if publisher is not None:

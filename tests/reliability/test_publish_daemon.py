@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from rotator.keys.crypto import cert_info, cert_to_pem, key_to_pem, load_certificate, self_signed_certificate
 from rotator.testing.salesforce import CUSTOMIZE_APPLICATION, MODIFY_METADATA
 from tests.conftest import CLIENT_ID, USERNAME
-from tests.reliability.conftest import credential_config, wait_for
+from tests.reliability.conftest import credential_config, free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,7 +41,9 @@ def test_zero_failed_consumer_queries_across_a_rollover(
     kit.put("sf/key", {"private_key": key_to_pem(key), "certificate": cert})
     endpoint.register_app(CLIENT_ID, cert, users=[USERNAME], name=APP)
     endpoint.grant_permissions(USERNAME, MODIFY_METADATA, CUSTOMIZE_APPLICATION)
-    config = credential_config(tmp_path, endpoint, kit, every="1s", jitter="0s", retry_min="1s",
+    port = free_port()
+    config = credential_config(tmp_path, endpoint, kit, daemon={"listen": f"127.0.0.1:{port}"},
+                               every="1s", jitter="0s", retry_min="1s",
                                retry_max="2s", max_requests_per_hour=1800,
                                publish={"type": "connected-app", "app": APP})
     stop = threading.Event()
@@ -72,10 +74,12 @@ def test_zero_failed_consumer_queries_across_a_rollover(
         new_key = promoted[0]["key_sha256"]
         wait_for(lambda: len([e for e in child.events("token.written") if e["key_sha256"] == new_key]) >= 3
                  and time.monotonic() - at > 1, 20, "three tokens from the new key")
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     finally:
         stop.set()
         thread.join(10)
     assert child.stop() == 0
+    assert 'rotator_certificate_publications_total{credential="sf",result="success"} 1.0' in metrics
     assert outcomes and all(outcomes), f"{outcomes.count(False)} of {len(outcomes)} failed: {errors[:3]}"
     assert len(outcomes) >= 10
     new = kit.read("sf/key")
