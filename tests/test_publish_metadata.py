@@ -291,3 +291,39 @@ def test_a_replica_holding_only_the_old_key_switches_in_the_same_run(tmp_path, e
     assert endpoint.token_requests == logins + 1
     assert sha(stored(config, "sf/key")["certificate"]) == sha(staged.out)
     assert "key.promoted" in [e["event"] for e in events]
+
+
+def test_external_client_app_over_tls_read_back_by_simple_salesforce(
+    tmp_path, run_cli, monkeypatch, secret_guard
+):
+    """An External Client App, https: rotator publishes; simple-salesforce's Metadata client
+    (zeep + Salesforce's WSDL) reads the same certificate back."""
+    from simple_salesforce import Salesforce
+
+    from rotator.providers.base import reset_shared_session
+    from rotator.testing.salesforce import SalesforceEndpoint
+
+    with SalesforceEndpoint(tls=True) as endpoint:
+        secret_guard.endpoints.append(endpoint)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", endpoint.ca_bundle or "")
+        reset_shared_session()  # the shared session reads the CA bundle variable when it is made
+        try:
+            config = write_config(tmp_path / "rotator.toml", login_url=endpoint.url, credentials={"sf": {
+                "publish": {"type": "external-client-app", "app": "Rotator_ECA", "api_version": "60.0"},
+                "renew_before": "31d"}})
+            made = run_cli("--config", config, "keys", "init", "sf", "--days", "30")
+            endpoint.register_app(CLIENT_ID, made.out, users=[USERNAME], name="Rotator_ECA",
+                                  kind="external-client-app")
+            endpoint.grant_permissions(USERNAME, MODIFY_METADATA, CUSTOMIZE_APPLICATION)
+            result, _ = rotate(config, force=True)
+            assert result.ok, result.error
+            token = stored(config, "sf/token")
+            assert token["key_sha256"] != sha(made.out)
+            client = Salesforce(instance_url=endpoint.url, session_id=token["access_token"], version="60.0")
+            mdapi = client.mdapi
+            settings = mdapi.ExtlClntAppGlobalOauthSettings.read("Rotator_ECA")
+            assert sha(settings.certificate) == token["key_sha256"]
+            assert settings.consumerKey == CLIENT_ID and settings.externalClientApplication == "Rotator_ECA"
+            assert {c.version for c in endpoint.metadata_log} == {"60.0"}
+        finally:
+            reset_shared_session()
