@@ -174,6 +174,16 @@ def test_a_fault_message_is_bounded_and_printable(hostile):
     assert "Modify Metadata" in text and not caught.value.retryable
 
 
+def test_a_fault_echoing_the_session_does_not_leak_it(hostile):
+    fault = ("<soapenv:Fault><faultcode>sf:INVALID_FIELD</faultcode>"
+             f"<faultstring>bad sessionId {SESSION} in header</faultstring></soapenv:Fault>")
+    server = hostile(xml(fault, 500))
+    with pytest.raises(MetadataError) as caught:
+        publisher(server.url).read()
+    assert SESSION not in caught.value.diagnostics()
+    assert "(the session id)" in caught.value.diagnostics()
+
+
 def test_invalid_session_mints_once_then_gives_up(hostile):
     fault = ("<soapenv:Fault><faultcode>sf:INVALID_SESSION_ID</faultcode>"
              "<faultstring>INVALID_SESSION_ID: Invalid Session ID</faultstring></soapenv:Fault>")

@@ -173,7 +173,7 @@ class MetadataPublisher:
         errors = result.findall(f"{{{MD}}}errors")
         code = _text(errors[0], "statusCode") if errors else "UNKNOWN"
         message = _text(errors[0], "message") if errors else "no error given"
-        raise self._mapped(self._endpoint(base), code or "UNKNOWN", message or "")
+        raise self._mapped(self._endpoint(base), code or "UNKNOWN", _unechoed(message or "", token))
 
     def _certificate_path(self) -> tuple[str, ...]:
         return ("oauthConfig", "certificate") if self.type_name == "ConnectedApp" else ("certificate",)
@@ -215,7 +215,7 @@ class MetadataPublisher:
                                               retry_after=retry_after_seconds(headers))
                 raise EndpointProtocolError(url, f"HTTP {status} without a SOAP fault")
             code = (_plain(fault, "faultcode") or "UNKNOWN").rsplit(":", 1)[-1]
-            raise self._mapped(url, code, _plain(fault, "faultstring") or "")
+            raise self._mapped(url, code, _unechoed(_plain(fault, "faultstring") or "", token))
         return root
 
     def _rate_guard(self, url: str) -> None:
@@ -298,6 +298,11 @@ def _plain(element: ET.Element, name: str) -> str | None:
     proxies put it in a namespace)."""
     found = next((c for c in element if c.tag.rsplit("}", 1)[-1] == name), None)
     return (found.text or "").strip() if found is not None else None
+
+
+def _unechoed(message: str, token: str) -> str:
+    """A server (or a proxy) may echo the request: never let the session into a diagnosis."""
+    return message.replace(token, "(the session id)") if token else message
 
 
 def _clean(message: str) -> str:
