@@ -206,3 +206,24 @@ def test_the_session_is_escaped_into_the_envelope(hostile):
     with pytest.raises(MetadataError, match="no ConnectedApp named App"):
         publisher(server.url).read()
     assert b"<md:sessionId>" + SESSION.encode() + b"</md:sessionId>" in server.bodies[0]
+
+
+def test_metadata_calls_count_against_max_requests_per_hour(hostile):
+    """The rate guard: the call over the cap is not sent, and says when one fits again."""
+    server = hostile(xml('<readMetadataResponse><result><records xsi:nil="true" '
+                         'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"/></result></readMetadataResponse>'))
+    now = [1_000_000.0]
+    guarded = MetadataPublisher("sf", PublishConfig(type="connected-app", app="App"),
+                                session=lambda _fresh: (server.url, SESSION), timeout=2.0,
+                                max_per_hour=2, via="sf", clock=lambda: now[0])
+    for _ in range(2):
+        with pytest.raises(MetadataError, match="no ConnectedApp"):
+            guarded.read()
+    with pytest.raises(EndpointUnavailable, match="max_requests_per_hour") as caught:
+        guarded.read()
+    assert caught.value.retryable and caught.value.retry_after == pytest.approx(3600.0)
+    assert len(server.bodies) == 2
+    now[0] += 3601
+    with pytest.raises(MetadataError, match="no ConnectedApp"):
+        guarded.read()
+    assert len(server.bodies) == 3
