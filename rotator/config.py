@@ -226,6 +226,56 @@ STORE_MODELS: dict[str, type[_Model]] = {
 # ---------------------------------------------------------------------------- credentials
 
 SALESFORCE_MAX_ASSERTION_LIFETIME = 180.0
+# The Metadata API version rotator speaks by default (Spring '26); the External Client App
+# certificate field exists from 60.0 on, and Salesforce retired versions below 31.0.
+DEFAULT_METADATA_API_VERSION = "66.0"
+MIN_METADATA_API_VERSION = 31.0
+ECA_CERTIFICATE_API_VERSION = 60.0
+# A component's full name: an API name, optionally with a namespace prefix (ns__Name).
+APP_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
+
+
+class PublishConfig(_Model):
+    """`publish = { type, app, via, api_version }`: put the pending certificate into the app
+    through the Metadata API (docs/key-rotation.md)."""
+
+    type: Literal["connected-app", "external-client-app"]
+    app: str
+    via: str | None = None  # another credential whose token may change the app; default: this one
+    api_version: str = DEFAULT_METADATA_API_VERSION
+
+    @field_validator("app")
+    @classmethod
+    def _app(cls, value: str) -> str:
+        if not APP_NAME_PATTERN.match(value):
+            raise ValueError(f"{value[:80]!r} is not an app API name (letters, digits, '_'; "
+                             "the component's full name, e.g. Acme_Integration)")
+        return value
+
+    @field_validator("via")
+    @classmethod
+    def _via(cls, value: str | None) -> str | None:
+        if value is not None and not NAME_PATTERN.match(value):
+            raise ValueError("expected the name of a credential")
+        return value
+
+    @field_validator("api_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not re.fullmatch(r"\d{2,3}\.0", value) or float(value) < MIN_METADATA_API_VERSION:
+            raise ValueError(f"{value[:20]!r} is not a Metadata API version such as "
+                             f"\"{DEFAULT_METADATA_API_VERSION}\" (31.0 or later)")
+        return value
+
+    @model_validator(mode="after")
+    def _eca_version(self) -> PublishConfig:
+        if self.type == "external-client-app" and float(self.api_version) < ECA_CERTIFICATE_API_VERSION:
+            raise ValueError("api_version: an External Client App's certificate needs 60.0 or later")
+        return self
+
+    @property
+    def metadata_type(self) -> str:
+        return "ConnectedApp" if self.type == "connected-app" else "ExtlClntAppGlobalOauthSettings"
 
 
 class CredentialConfig(_Model):
@@ -258,6 +308,7 @@ class CredentialConfig(_Model):
     publish_certificate: RefField | None = None
     publish_file: Path | None = None
     upload_hook: tuple[str, ...] | None = None
+    publish: PublishConfig | None = None
     # failure policy
     retry_min: Duration = 10.0
     retry_max: Duration = 900.0
@@ -327,6 +378,8 @@ class CredentialConfig(_Model):
         else:
             if not self.token_url:
                 raise ValueError("jwt-bearer needs token_url")
+            if self.publish is not None:
+                raise ValueError("publish: the Metadata API is Salesforce's; remove publish")
         if self.signer == "pem" and self.signer_key is not None:
             raise ValueError('signer_key is for signer = "vault-transit" or "aws-kms"; remove it '
                              'or set signer')
@@ -487,6 +540,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         warnings.extend(_rate_warnings(name, cred, stores))
         credentials[name] = cred
     _check_unique_refs(credentials, stores)
+    _check_publish_via(credentials)
     return Config(daemon, stores, credentials, source, tuple(warnings))
 
 
@@ -555,6 +609,32 @@ def _check_unique_refs(
                 raise ConfigError(f"{where}: same record as {other} ({key[1]}); every key, token "
                                   "and publish target needs a ref (or file) of its own")
             seen[key] = where
+
+
+def _check_publish_via(credentials: Mapping[str, CredentialConfig]) -> None:
+    """`publish.via` names a defined Salesforce credential, and no two credentials publish
+    through each other (each would then need the other's Metadata API permissions)."""
+    for name, cred in credentials.items():
+        via = cred.publish.via if cred.publish else None
+        if via is None or via == name:
+            continue
+        where = f"credentials.{name}.publish.via"
+        other = credentials.get(via)
+        if other is None:
+            known = ", ".join(sorted(credentials)) or "none"
+            raise ConfigError(f"{where}: no credential named {via!r}", hint=f"defined: {known}")
+        if other.provider != "salesforce":
+            raise ConfigError(f"{where}: {via!r} is not a salesforce credential")
+        seen = [name, via]
+        while other.publish is not None and other.publish.via not in (None, seen[-1]):
+            nxt = other.publish.via
+            if nxt in seen:
+                raise ConfigError(f"{where}: publishes in a cycle ({' -> '.join([*seen, nxt])})",
+                                  hint="let one credential (the publishing one) publish through itself")
+            seen.append(nxt)
+            other = credentials.get(nxt)
+            if other is None:
+                break
 
 
 def _rate_warnings(

@@ -23,7 +23,14 @@ from rotator.audit import pipeline as audit
 from rotator.audit.fingerprint import token_fingerprint
 from rotator.clock import Clock
 from rotator.config import Config, CredentialConfig
-from rotator.errors import InternalError, RecordError, RotatorError, StoreConflict
+from rotator.errors import (
+    EndpointProtocolError,
+    InternalError,
+    RecordError,
+    RotatorError,
+    StoreConflict,
+    TokenRejected,
+)
 from rotator.keys import lifecycle
 from rotator.keys.context import KeyContext, KeyMemo, LoadedKey
 from rotator.keys.crypto import KeyCache
@@ -87,14 +94,17 @@ class Engine:
         clock: Clock = time.time,
         key_cache: KeyCache | None = None,
         on_step: Callable[[str, str], None] | None = None,
+        on_publication: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.config = config
         self.stores = stores or StoreSet(config.stores)
         self.clock = clock
         self.keys = key_cache or KeyCache()
         self.on_step = on_step
+        self.on_publication = on_publication  # (credential, ok) per Metadata API publication
         self._providers: dict[str, Provider] = {}
         self._key_memo = KeyMemo()
+        self._publishers: dict[str, Any] = {}
 
     # -- resolving a credential
 
@@ -104,7 +114,52 @@ class Engine:
 
     def key_context(self, name: str) -> KeyContext:
         return KeyContext(name, self.config.credential(name), self.config.credentials, self.stores,
-                          self.keys, self.clock, self._key_memo)
+                          self.keys, self.clock, self._key_memo, metadata=self.metadata_publisher(name),
+                          on_step=lambda step: self._step(name, step),
+                          on_publication=lambda ok: self._publication(name, ok))
+
+    def metadata_publisher(self, name: str) -> Any:
+        """The Metadata API target of a credential with `publish` (None without), built once
+        per engine: its session is the stored token of `publish.via`, minted anew only when
+        missing or refused (rotator.providers.metadata)."""
+        cred = self.config.credential(name)
+        if cred.publish is None:
+            return None
+        publisher = self._publishers.get(name)
+        if publisher is None:
+            from rotator.providers.metadata import MetadataPublisher
+
+            via = cred.publish.via or name
+            publisher = self._publishers[name] = MetadataPublisher(
+                name, cred.publish, session=lambda fresh: self._metadata_session(via, fresh),
+                timeout=cred.timeout, max_per_hour=cred.max_requests_per_hour, via=via, clock=self.clock,
+            )
+        return publisher
+
+    def _metadata_session(self, via: str, fresh: bool) -> tuple[str, str]:
+        """(instance_url, access token) of credential `via`: the stored one unless `fresh`
+        or there is none; else a token request signed with its current key, or its pending
+        key if the app holds that one (the token is not stored: the stored token belongs to
+        that credential's own schedule)."""
+        cred = self.resolve(via)
+        if not fresh:
+            token, _ = _read_token(cred)
+            if token is not None and token.instance_url:
+                return token.instance_url, token.access_token
+        keyrec, record = cred.keys.read_record()
+        signer = cred.keys.load_pair(keyrec.current, "current", record.version).signer
+        try:
+            response = cred.provider.exchange(cred.mint(signer, self.clock()))
+        except TokenRejected as exc:
+            # the app may hold the pending certificate (published, not promoted yet)
+            if keyrec.pending is None or not lifecycle.is_invalid_assertion(exc):
+                raise
+            pending = cred.keys.load_pair(keyrec.pending, "pending", record.version).signer
+            response = cred.provider.exchange(cred.mint(pending, self.clock()))
+        if not response.instance_url:
+            raise EndpointProtocolError(cred.provider.token_url, "token response has no instance_url",
+                                        hint="the Metadata API is reached at the instance_url")
+        return response.instance_url, response.access_token
 
     # -- building blocks (also used by the CLI and the scheduler)
 
@@ -237,6 +292,10 @@ class Engine:
             return RotationResult(cred.name, True, "superseded", reason="another writer won the race",
                                   rotation_id=rotation_id)
         raise exc
+
+    def _publication(self, name: str, ok: bool) -> None:
+        if self.on_publication is not None:
+            self.on_publication(name, ok)
 
     def _step(self, name: str, step: str) -> None:
         if self.on_step is not None:

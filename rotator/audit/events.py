@@ -93,8 +93,12 @@ CATALOGUE: dict[str, EventSpec] = {spec.name: spec for spec in (
     _spec("key.staged", "A pending key was added next to the current one.",
           ("credential", "key_sha256", "current_sha256", "not_after", "version"),
           ("days", "reason", "via")),
-    _spec("key.published", "The pending certificate was handed to a target (store, file, hook).",
-          ("credential", "target", "key_sha256", "ok"), ("outcome", "diagnosis", "exit_code")),
+    _spec("key.published", "A certificate was handed to a target (store, file, hook, or the app "
+          "itself through the Metadata API: target `metadata`, with `app`, `previous_sha256` = the "
+          "certificate it replaced, `role` = pending or current).",
+          ("credential", "target", "key_sha256", "ok"),
+          ("outcome", "error_class", "diagnosis", "exit_code", "app", "type", "via", "previous_sha256",
+           "role", "retryable", "rotation_id")),
     _spec("key.pending_verified", "The token endpoint accepts the pending key.",
           ("credential", "key_sha256")),
     _spec("key.pending_rejected", "The endpoint does not accept the pending key yet.",

@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     retire.add_argument("name")
     retire.add_argument("--key-id", required=True, help="the old key's id or ARN (not an alias)")
     retire.add_argument("--days", type=int, default=30, help="KMS waiting period, 7-30 days")
+    publish = keys_sub.add_parser(
+        "publish", help="put a certificate into the app through the Metadata API (publish table)")
+    publish.add_argument("name")
+    which = publish.add_mutually_exclusive_group()
+    which.add_argument("--pending", action="store_true", help="the pending certificate (default)")
+    which.add_argument("--current", action="store_true",
+                       help="the current certificate: the way back after a bad publication")
+    publish.add_argument("--dry-run", action="store_true", help="show what would change; change nothing")
 
     cert = sub.add_parser("cert", help="certificates")
     cert_sub = cert.add_subparsers(dest="cert_command", required=True, parser_class=_Parser)

@@ -27,10 +27,13 @@ from rotator.engine import Engine
 from rotator.errors import InputError
 from rotator.keys.generate import init_key_record
 from rotator.records import KeyRecord, TokenRecord
-from rotator.testing.salesforce import SalesforceEndpoint
+from rotator.testing.salesforce import CUSTOMIZE_APPLICATION, MODIFY_METADATA, SalesforceEndpoint
 
 CLIENT_ID = "3MVG9demo.rotator.connected.app.consumer.key"
 USERNAME = "integration@example.com"
+APP = "Rotator_Demo"
+# The demo's keys live 5 minutes (the backdating) plus this long: a rollover every ~12 s.
+KEY_LIFE_SECONDS = 12
 
 CONFIG_TEMPLATE = """\
 # Written by `rotator demo`. A real config points login_url at https://login.salesforce.com.
@@ -52,6 +55,11 @@ key = "local:demo/signing-key"
 token = "local:demo/access-token"
 every = "{every}"
 jitter = "0s"
+# Zero-touch key rollover: a key older than max_key_age (counted from the certificate's
+# not_before, which is backdated 5 minutes for clock skew) is renewed; the new certificate is
+# published into the connected app through the Metadata API, tried, and promoted.
+max_key_age = "{max_key_age}"
+publish = {{ type = "connected-app", app = "{app}" }}
 """
 
 
@@ -79,7 +87,8 @@ def run_demo(*, directory: Path, duration: float, every: str, out: TextIO | None
         say(f"1. Salesforce-compatible token endpoint listening at {endpoint.url}")
         config_path = directory / "rotator.toml"
         config_path.write_text(CONFIG_TEMPLATE.format(
-            client_id=CLIENT_ID, username=USERNAME, login_url=endpoint.url, every=every))
+            client_id=CLIENT_ID, username=USERNAME, login_url=endpoint.url, every=every,
+            max_key_age=f"{300 + KEY_LIFE_SECONDS}s", app=APP))
         os.chmod(config_path, 0o600)
         config = load_config(config_path)
         audit.use_settings(config.daemon)
@@ -96,10 +105,14 @@ def run_demo(*, directory: Path, duration: float, every: str, out: TextIO | None
         else:
             cert_pem = KeyRecord.from_data(existing.data, where=str(cred.key)).current.certificate
             say("3. reusing the key from an earlier demo run")
-        endpoint.register_app(CLIENT_ID, cert_pem, users=[USERNAME])
+        endpoint.register_app(CLIENT_ID, cert_pem, users=[USERNAME], name=APP)
+        # the integration user may change its own app through the Metadata API (docs/key-rotation.md
+        # recommends a separate publishing credential: publish.via)
+        endpoint.grant_permissions(USERNAME, MODIFY_METADATA, CUSTOMIZE_APPLICATION)
         keyrec, record = engine.read_key_record("demo")
         loaded = engine.load_pair("demo", keyrec.current, "current", record.version)
-        say(f"4. certificate sha256 {loaded.signer.cert_sha256[:16]}… uploaded to the connected app")
+        say(f"4. certificate sha256 {loaded.signer.cert_sha256[:16]}… uploaded to the connected app {APP}"
+            " (the only manual upload: rotator publishes every later certificate itself)")
         claims = engine.provider("demo").claims(time.time())
         say(f"5. each rotation signs an RS256 assertion: iss={claims['iss'][:12]}… sub={claims['sub']} "
             f"aud={claims['aud']} exp=now+{claims['exp'] - claims['iat']}s, and POSTs it to "
@@ -107,8 +120,12 @@ def run_demo(*, directory: Path, duration: float, every: str, out: TextIO | None
         say(f"6. rotating every {every}; a consumer reads the token from the store and queries"
             f" (Ctrl-C to stop{'' if duration <= 0 else f', or wait {duration:g}s'})")
 
+        say(f"   keys older than max_key_age are renewed (here every ~{KEY_LIFE_SECONDS}s): staged, published"
+            " through the Metadata API, tried first and promoted")
+
         deadline = time.monotonic() + duration if duration > 0 else None
-        rounds = failures = 0
+        rounds = failures = rollovers = 0
+        signing = loaded.signer.cert_sha256
         while not stop.is_set():
             rounds += 1
             result = engine.rotate("demo", force=True)
@@ -118,12 +135,21 @@ def run_demo(*, directory: Path, duration: float, every: str, out: TextIO | None
             else:
                 say(f"   rotation {rounds}: {result.action} in {result.duration * 1000:.0f} ms, "
                     f"token version {str(result.token_version)[:12]}")
+                if result.key_sha256 and result.key_sha256 != signing:
+                    rollovers += 1
+                    held = engine.read_key_record("demo")[0].current.certificate
+                    live = endpoint.certificate(CLIENT_ID) or ""
+                    where = "the app holds it" if live.strip() == held.strip() else "NOT in the app"
+                    say(f"   key rollover: certificate {result.key_sha256[:16]}… published to {APP} through "
+                        f"the Metadata API ({where}), tried and promoted; {signing[:16]}… kept as previous")
+                    signing = result.key_sha256
                 say("   consumer: " + _consume(engine, cred.token.store, cred.token.path))
             if deadline is not None and time.monotonic() + interval > deadline:
                 break
             stop.wait(interval)
         engine.stores.close()
-        say(f"done: {rounds} rotations, {failures} failed, {endpoint.token_requests} token requests; "
+        say(f"done: {rounds} rotations, {failures} failed, {rollovers} key rollovers with no human step, "
+            f"{endpoint.token_requests} token requests; "
             f"audit trail in {directory / 'audit.jsonl'}")
     return 1 if failures else 0
 

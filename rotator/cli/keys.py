@@ -1,4 +1,4 @@
-"""`rotator keys rotate | promote | discard NAME`: the operator's hands on the key lifecycle.
+"""`rotator keys rotate | promote | discard | publish NAME`: the operator's hands on the key lifecycle.
 
 The decisions and the compare-and-set writes live in rotator.keys.lifecycle; this module
 turns arguments into calls and results into lines on the terminal.
@@ -24,8 +24,10 @@ def _read(ctx: KeyContext) -> tuple[KeyRecord, str]:
 
 def keys_command(engine: Engine, name: str, args: argparse.Namespace) -> int:
     """`keys rotate | promote | discard NAME`; refusals are InputError (exit 2, one line)."""
+    from rotator.cli.publish import publish_command
+
     handlers = {"rotate": _cmd_rotate, "promote": _cmd_promote, "discard": _cmd_discard,
-                "retire": _cmd_retire}
+                "retire": _cmd_retire, "publish": publish_command}
     try:
         return handlers[args.keys_command](engine, name, args)
     finally:

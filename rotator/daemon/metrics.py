@@ -12,6 +12,7 @@ Names follow cert-manager's, so its dashboards and alerts carry over:
     rotator_token_requests_limit_per_hour{credential}     max_requests_per_hour (the cap on the above)
     rotator_rotation_interval_seconds{credential}         `every` (token age is judged against it)
     rotator_rotation_errors_total{credential,error_class} failed runs by rotator.errors class
+    rotator_certificate_publications_total{credential,result}  Metadata API publications: success | failure
     rotator_build_info{version}
 
 Labels carry credential names and fixed words only, never a value read from a record.
@@ -102,6 +103,11 @@ class Metrics:
             "rotator_rotation_errors", "Failed rotation runs by error class (rotator.errors).",
             ["credential", "error_class"], registry=r,
         )
+        self.publications = Counter(
+            "rotator_certificate_publications",
+            "Certificates published into the app through the Metadata API, by outcome.",
+            ["credential", "result"], registry=r,
+        )
         self.build_info = Gauge("rotator_build_info", "rotator's version.", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
         if process:
@@ -118,6 +124,8 @@ class Metrics:
     def remove_credential(self, name: str) -> None:
         for result in RESULTS:
             _remove(self.rotations, name, result)
+        for result in ("success", "failure"):
+            _remove(self.publications, name, result)
         for metric in (self.duration, self.last_success, self.token_expiration,
                        self.cert_expiration, self.ready, self.token_requests,
                        self.requests_limit, self.interval):
@@ -141,6 +149,9 @@ class Metrics:
             self.errors.labels(name, kind if kind in ERROR_CLASSES else "other").inc()
         if duration is not None:
             self.duration.labels(name).observe(duration)
+
+    def certificate_publication(self, name: str, ok: bool) -> None:
+        self.publications.labels(name, "success" if ok else "failure").inc()
 
     def token_request(self, name: str) -> None:
         self.token_requests.labels(name).inc()

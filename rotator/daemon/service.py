@@ -142,7 +142,8 @@ class Daemon:
     def _engine(self, config: Config, stores: StoreSet) -> Engine:
         assert self.rotations is not None
         return CountingEngine(config, stores=stores, key_cache=self.keys,
-                              on_request=self.rotations.on_request, on_step=self._on_step)
+                              on_request=self.rotations.on_request, on_step=self._on_step,
+                              on_publication=self.rotations.metrics.certificate_publication)
 
     def _alive(self) -> bool:
         """Starting, or scheduling: a dead scheduler thread is worth a restart."""

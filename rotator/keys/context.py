@@ -8,7 +8,7 @@ and nothing calls back into the engine.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -17,6 +17,7 @@ from rotator.clock import Clock
 from rotator.config import CredentialConfig
 from rotator.errors import KeyMaterialError, RecordError
 from rotator.keys.crypto import KeyCache
+from rotator.keys.metadata import CertificatePublisher
 from rotator.keys.signer import PemSigner, Signer
 from rotator.records import KeyPair, KeyRecord
 from rotator.stores import Record, StoreSet
@@ -37,6 +38,8 @@ class KeyMemo:
 
     published: dict[str, float] = field(default_factory=dict)  # pending sha256 -> last attempt
     warned: dict[str, set[int]] = field(default_factory=dict)  # cert sha256 -> thresholds
+    # pending sha256 -> consecutive failed publications (backoff of the Metadata API target)
+    publish_failures: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,16 @@ class KeyContext:
     keys: KeyCache
     clock: Clock
     memo: KeyMemo
+    # the Metadata API target (credentials with `publish`), supplied by the engine
+    metadata: CertificatePublisher | None = None
+    # the engine's step hook (crash tests stop a process at "staged" / "published")
+    on_step: Callable[[str], None] | None = None
+    # told the outcome of each Metadata API publication (the daemon counts them)
+    on_publication: Callable[[bool], None] | None = None
+
+    def step(self, step: str) -> None:
+        if self.on_step is not None:
+            self.on_step(step)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=UTC)

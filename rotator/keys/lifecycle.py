@@ -20,6 +20,7 @@ targets live in rotator.keys.publish; the `keys` sub-commands in rotator.cli.key
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
@@ -31,6 +32,7 @@ from rotator import policy
 from rotator.audit import pipeline as audit
 from rotator.clock import rfc3339
 from rotator.errors import (
+    InputError,
     RecordError,
     RotatorError,
     StoreConflict,
@@ -50,11 +52,15 @@ from rotator.keys.crypto import (
     load_certificate,
     self_signed_certificate,
 )
+from rotator.keys.metadata import sha256_or_none
 from rotator.keys.publish import audit_failure as _failed
 from rotator.keys.publish import publish, withdraw
 from rotator.keys.signer import Signer
 from rotator.records import KeyPair, KeyRecord, TokenRecord
 
+# Steps the lifecycle reports through KeyContext.on_step (after the engine's STEPS): the
+# pending key is durably stored; its certificate went to every target (crash tests stop here).
+KEY_STEPS = ("staged", "published")
 # A failed publication is retried on later runs, at most this often per process.
 PUBLISH_RETRY = 3600.0
 MAX_CAS_ATTEMPTS = 3
@@ -148,7 +154,7 @@ def exchange(
             return Exchanged(send(pending_assertion), pending, "pending")
         except RotatorError as exc:
             pending_error = exc
-            _audit_pending_failure(ctx.name, pending, exc)
+            _audit_pending_failure(ctx, state, pending, exc)
     try:
         return Exchanged(send(current_assertion), current, "current")
     except TokenRejected as exc:
@@ -244,6 +250,7 @@ def stage(
         current_sha256=current_info.sha256, not_after=info.not_after.isoformat(),
         days=round(info.lifetime_seconds / 86400), reason=reason, via=via, version=new_version,
     )
+    ctx.step("staged")  # durably stored: only now may its certificate go anywhere
     published = publish(ctx, pair)
     if published:
         marked = _mark_published(ctx, info.sha256, known=(new_record, new_version))
@@ -292,7 +299,17 @@ def promote(
 
 
 def discard(ctx: KeyContext, *, sha256: str, via: str) -> tuple[KeyRecord, str] | None:
-    """Drop the pending key `sha256` and withdraw its published certificate."""
+    """Drop the pending key `sha256` and withdraw its published certificate.
+
+    Refused while the app (Metadata API target) holds the pending certificate: its key would
+    be the only one Salesforce accepts.
+    """
+    if ctx.metadata is not None and sha256_or_none(ctx.metadata.read()) == sha256:
+        raise InputError(
+            f"{ctx.name}: {ctx.metadata.type_name} {ctx.metadata.app} holds the pending "
+            "certificate; discarding its key would lock the integration out",
+            hint=f"put the current certificate back first: `rotator keys publish {ctx.name} --current`",
+        )
 
     def change(rec: KeyRecord) -> KeyRecord | None:
         if rec.pending is None or sha256_of(rec.pending) != sha256:
@@ -404,16 +421,33 @@ def _republish(ctx: KeyContext, state: KeyState, _token: Any) -> KeyState:
     """A pending certificate whose publication failed is offered again, hourly."""
     pending = state.record.pending
     cred = ctx.cred
-    targets = cred.publish_certificate or cred.publish_file or cred.upload_hook
+    targets = cred.publish_certificate or cred.publish_file or cred.upload_hook or ctx.metadata
     if pending is None or not targets or PUBLISHED_AT in state.record.extra:
         return state
     sha = sha256_of(pending)
     last = ctx.memo.published.get(sha)
-    if last is not None and ctx.clock() - last < PUBLISH_RETRY:
+    if last is not None and ctx.clock() - last < _retry_delay(ctx, sha):
         return state
     if not publish(ctx, pending):
         return state
     return _refreshed(ctx, state, _mark_published(ctx, sha, known=state.known))
+
+
+def _retry_delay(ctx: KeyContext, sha256: str) -> float:
+    """Hourly for a file, record or hook; the Metadata API target backs off like token
+    requests do (retry_min doubling up to retry_max, full jitter), since nothing else will
+    publish the certificate."""
+    if ctx.metadata is None:
+        return PUBLISH_RETRY
+    attempt = max(1, ctx.memo.publish_failures.get(sha256, 1))
+    cred = ctx.cred
+    return policy.backoff_delay(attempt, retry_min=cred.retry_min, retry_max=cred.retry_max,
+                                rand=random.random())
+
+
+def mark_published(ctx: KeyContext, sha256: str) -> None:
+    """Record that the pending key `sha256` is published (after `rotator keys publish`)."""
+    _mark_published(ctx, sha256, known=_read(ctx))
 
 
 def _mark_published(ctx: KeyContext, sha256: str,
@@ -487,10 +521,20 @@ def _pending_signer(ctx: KeyContext, state: KeyState) -> Signer | None:
         return None
 
 
-def _audit_pending_failure(name: str, pending: Signer, exc: RotatorError) -> None:
+def _audit_pending_failure(ctx: KeyContext, state: KeyState, pending: Signer, exc: RotatorError) -> None:
+    name = ctx.name
     if is_invalid_assertion(exc):
+        published = state.record.extra.get(PUBLISHED_AT)
+        if ctx.metadata is not None and isinstance(published, str):
+            reason = (f"the pending certificate was published to {ctx.metadata.type_name} "
+                      f"{ctx.metadata.app} at {published}, yet the token endpoint refuses its key: "
+                      "Salesforce can take minutes to apply a change; if this persists, someone "
+                      "replaced the app's certificate since — `rotator keys publish "
+                      f"{name} --pending` puts it back")
+        else:
+            reason = "the connected app does not hold the pending certificate yet"
         audit.emit("key.pending_rejected", credential=name, key_sha256=pending.cert_sha256,
-                   reason="the connected app does not hold the pending certificate yet")
+                   reason=reason)
     else:
         audit.emit("key.pending_failed", level="warning", outcome="failure", credential=name,
                    key_sha256=pending.cert_sha256, error_class=exc.kind,

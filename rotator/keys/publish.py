@@ -23,6 +23,7 @@ from rotator.errors import InputError, RotatorError, StoreConflict
 from rotator.fsutil import make_dirs
 from rotator.keys.context import KeyContext
 from rotator.keys.crypto import CertInfo, cert_info_from_pem
+from rotator.keys.metadata import publish_to_app
 from rotator.records import KeyPair
 
 # The upload hook may deploy metadata to Salesforce, which takes a while; it still must not
@@ -60,19 +61,34 @@ def publish(ctx: KeyContext, pair: KeyPair) -> bool:
     if cred.upload_hook:
         hook = cred.upload_hook
         targets.append(("hook", lambda: _run_hook(hook, pair.certificate, ctx.name, info, cred.client_id)))
+    publisher = ctx.metadata
+    if publisher is not None:  # last: the other targets are records of what is about to go live
+        targets.append(("metadata", lambda: publish_to_app(publisher, pair.certificate, info.sha256)))
     ok = True
     for target, action in targets:
         try:
             detail = action()
         except RotatorError as exc:
             ok = False
-            extra = {"exit_code": exc.hook_exit_code} if isinstance(exc, PublishError) else {}
+            extra: dict[str, Any] = {"exit_code": exc.hook_exit_code} if isinstance(exc, PublishError) else {}
+            if target == "metadata" and publisher is not None:
+                if ctx.on_publication is not None:
+                    ctx.on_publication(False)
+                failures = ctx.memo.publish_failures
+                failures[info.sha256] = failures.get(info.sha256, 0) + 1
+                extra.update(app=publisher.app, via=publisher.via, retryable=exc.retryable)
             audit.emit("key.published", level="error", outcome="failure", credential=ctx.name,
                        target=target, key_sha256=info.sha256, ok=False, error_class=exc.kind,
                        diagnosis=exc.diagnostics(), **extra)
             continue
+        if target == "metadata":
+            ctx.memo.publish_failures.pop(info.sha256, None)
+            if ctx.on_publication is not None:
+                ctx.on_publication(True)
         audit.emit("key.published", credential=ctx.name, target=target, key_sha256=info.sha256,
                    ok=True, **detail)
+    if publisher is not None:
+        ctx.step("published")
     return ok and bool(targets)
 
 

@@ -1,8 +1,10 @@
 """Fault injection for crash-consistency tests: stop a daemon at a chosen step of a rotation.
 
 The engine calls ``on_step(credential, step)`` at each of ``rotator.engine.STEPS`` (start,
-key-loaded, minted, exchanged, written). Production code never imports this module: a test
-starts the daemon through it instead of ``python -m rotator``::
+key-loaded, minted, exchanged, written), and the key lifecycle at ``rotator.keys.lifecycle.KEY_STEPS``
+(staged: the pending key is stored; published: its certificate went to every target).
+Production code never imports this module: a test starts the daemon through it instead of
+``python -m rotator``::
 
     python -m rotator.testing.faults --config rotator.toml run
 
@@ -97,9 +99,10 @@ def step_hook_from_env(environ: Mapping[str, str] | None = None) -> StepHook | N
     if not step:
         return None
     from rotator.engine import STEPS
+    from rotator.keys.lifecycle import KEY_STEPS
 
-    if step not in STEPS:
-        raise ValueError(f"{STEP_ENV}: {step!r} is not one of {', '.join(STEPS)}")
+    if step not in (*STEPS, *KEY_STEPS):
+        raise ValueError(f"{STEP_ENV}: {step!r} is not one of {', '.join((*STEPS, *KEY_STEPS))}")
     mark = env.get(MARK_ENV)
     return StepHook(
         step,
