@@ -4,11 +4,14 @@ The file is generated, not recorded: a fleet of credentials rotating every 30 mi
 weeks (rotation.started, token.written, rotation.succeeded; now and then a failure, a key
 rollover with staged / published / promoted, an expiry warning). Each line is rendered by
 `rotator.audit.chain._render`, the function the audit writer itself uses, chained with
-`line_hash`, and written in large blocks (the writer's one fsync per line would make a
-100 MB file take minutes). `audit verify` must accept the result, or the run fails.
+`line_mac` under a bench installation key (a keyed chain, as the daemon writes; the key file
+sits beside the log, where `key_path_for` looks for it), and written in large blocks (the
+writer's one fsync per line would make a 100 MB file take minutes). `audit verify` must
+accept the result with that key, or the run fails.
 
 Timed: `audit verify` and the report (text, JSON, CSV per event) in process, and
-`rotator audit report FILE` as a command (start-up included). Target: 100 MB well under 10 s.
+`rotator audit report FILE --key-file KEY` as a command (start-up included). Target: 100 MB
+well under 10 s.
 
 Run alone: `python -m bench.audit_report [--quick]`.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import resource
+import secrets
 import subprocess
 import sys
 import time
@@ -31,7 +35,7 @@ SIZES_MB = {"full": 100, "quick": 20, "smoke": 1}
 CREDENTIALS = 200
 EVERY = 1800.0
 TARGET_SECONDS = 10.0  # for 100 MB
-COMMAND = "`rotator audit report FILE` (command, start-up included)"
+COMMAND = "`rotator audit report FILE --key-file KEY` (command, start-up included)"
 COLUMNS = ["What", "File MB", "Lines", "Wall s", "CPU s", "MB/s (CPU)", "Result"]
 
 
@@ -39,9 +43,10 @@ def _hex(seed: str, n: int = 64) -> str:
     return hashlib.sha256(seed.encode()).hexdigest()[:n]
 
 
-def generate(path: Path, megabytes: float, *, credentials: int = CREDENTIALS) -> dict[str, Any]:
-    """A chained audit file of about `megabytes` MB; returns what was written."""
-    from rotator.audit.chain import ANCHOR, GENESIS, _render, line_hash
+def generate(path: Path, megabytes: float, mac_key: bytes, *,
+             credentials: int = CREDENTIALS) -> dict[str, Any]:
+    """A keyed chained audit file of about `megabytes` MB; returns what was written."""
+    from rotator.audit.chain import ANCHOR, GENESIS, MAC, _render, line_mac
 
     limit = int(megabytes * 1024 * 1024)
     actor = {"host": "rotator-0", "pid": 4242, "version": "0.1.0"}
@@ -56,7 +61,7 @@ def generate(path: Path, megabytes: float, *, credentials: int = CREDENTIALS) ->
             nonlocal size, seq, prev, lines
             line = _render(fields, seq, prev)
             out.write(line + b"\n")
-            prev, seq, lines = line_hash(line), seq + 1, lines + 1
+            prev, seq, lines = line_mac(mac_key, line), seq + 1, lines + 1
             size += len(line) + 1
             if out.tell() > 1 << 20:
                 file.write(out.getvalue())
@@ -64,7 +69,7 @@ def generate(path: Path, megabytes: float, *, credentials: int = CREDENTIALS) ->
                 out.truncate()
 
         put({"ts": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "event": ANCHOR, "level": "info",
-             "chain": _hex("chain", 32), "reason": "new", "actor": actor})
+             "chain": _hex("chain", 32), "reason": "new", "actor": actor, "mac": MAC})
         tick = 0
         while size < limit:
             tick += 1
@@ -131,7 +136,11 @@ def run(ctx: Ctx) -> Table:
     megabytes = SIZES_MB.get(ctx.profile.name, 100)
     table = Table("audit_report", "Audit report", COLUMNS)
     path = ctx.workdir / "audit.jsonl"
-    took, _, facts = _timed(lambda: generate(path, megabytes))
+    key_file = ctx.workdir / "audit-hmac.key"  # where key_path_for puts it beside audit.jsonl
+    key = secrets.token_bytes(32)  # a fresh key per run: never committed, never reused
+    key_file.write_bytes(key)
+    key_file.chmod(0o600)
+    took, _, facts = _timed(lambda: generate(path, megabytes, key))
     mb = facts["bytes"] / 1024 / 1024
     ctx.log(f"audit_report: generated {mb:.0f} MB, {facts['lines']:,} lines in {took:.1f} s")
     table.data.update(facts)
@@ -143,20 +152,21 @@ def run(ctx: Ctx) -> Table:
         table.data[what] = {"wall": wall, "cpu": cpu}
         ctx.log(f"audit_report: {what}: {wall:.2f} s wall, {cpu:.2f} s CPU")
 
-    wall, cpu, verdict = _timed(lambda: verify([path]))
+    wall, cpu, verdict = _timed(lambda: verify([path], key=key))
     if not verdict.ok:
         raise RuntimeError(f"the generated file does not verify: {verdict.problem}")
     add("`audit verify` (in process)", wall, cpu, "ok")
     for fmt in ("text", "json", "csv-events"):
         sink = io.StringIO()
-        wall, cpu, code = _timed(lambda fmt=fmt, sink=sink: run_report([path], fmt=fmt, out=sink))
+        wall, cpu, code = _timed(lambda fmt=fmt, sink=sink: run_report([path], fmt=fmt, out=sink,
+                                                                       key=key))
         if code != 0:
             raise RuntimeError(f"audit report --format {fmt} exited {code}")
         add(f"`audit report --format {fmt}` (in process)", wall, cpu,
             f"{len(sink.getvalue()) // 1024:,} KiB out")
         if fmt == "json":
             _check_counts(sink.getvalue(), facts)
-    cmd = [*rotator_cmd(), "audit", "report", str(path)]
+    cmd = [*rotator_cmd(), "audit", "report", str(path), "--key-file", str(key_file)]
     wall, cpu, done = _timed(lambda: subprocess.run(cmd, env=child_env(), capture_output=True,
                                                     text=True, timeout=300))
     if done.returncode != 0:
@@ -166,7 +176,8 @@ def run(ctx: Ctx) -> Table:
     table.notes.append(
         f"{fmt_num(mb)} MB, {facts['lines']:,} lines, {CREDENTIALS} credentials rotating every 30 min "
         f"({facts['succeeded']:,} successes, {facts['failed']:,} failures, {facts['promoted']:,} key "
-        "rollovers), generated with the audit writer's own line renderer; `audit verify` accepts it.")
+        "rollovers), generated with the audit writer's own line renderer as a keyed (HMAC) chain; "
+        "`audit verify` accepts it under the key.")
     if mb >= 50:
         verdict_text = "met" if per_100 < TARGET_SECONDS else "MISSED"
         table.notes.append(f"Target: 100 MB well under {TARGET_SECONDS:.0f} s for the command — "

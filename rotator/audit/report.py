@@ -7,6 +7,11 @@ exit code is 1. A line counts as verified once the next line's `prev` matches it
 break the line before the break is unverified too (the chain cannot say which of the two was
 changed); the file's last line is verified as far as `audit verify` can (compare its `head`).
 
+Only a keyed chain (HMAC under the installation key) is evidence: anyone can write an unkeyed
+(legacy) chain from scratch. Legacy lines count as verified only when a keyed anchor that
+chains onto them follows (an installation upgraded to keyed chains), or with `allow_unkeyed`;
+otherwise the whole report is unverified and the exit code is 1.
+
 Per credential: rotations succeeded / failed / skipped, the first and last rotation, key
 changes (created, imported, staged, published, promoted, discarded, with fingerprints), certificate expiry
 warnings, and gaps: intervals between successive successful rotations longer than the
@@ -139,6 +144,7 @@ class ChainState:
     files: list[str]
     lines: int = 0
     verified: bool = True
+    keyed: bool = False  # an HMAC chain under the key given (False: legacy, forgeable)
     problem: str | None = None
     broken_at: str | None = None  # FILE:LINE of the first line that did not chain on
     unverified_lines: int = 0
@@ -147,7 +153,7 @@ class ChainState:
     from_genesis: bool = True
 
     def to_json(self) -> dict[str, Any]:
-        return {"verified": self.verified, "lines": self.lines, "chain": self.chain,
+        return {"verified": self.verified, "keyed": self.keyed, "lines": self.lines, "chain": self.chain,
                 "head": self.head, "from_genesis": self.from_genesis, "problem": self.problem,
                 "broken_at": self.broken_at, "unverified_lines": self.unverified_lines}
 
@@ -169,17 +175,56 @@ def read_lines(paths: Sequence[Path], state: ChainState, *, key: bytes | None = 
             state.verified = False
             yield from _unchecked(paths, 0, state)
             return
+    if not allow_unkeyed:
+        unpinned = _legacy_problem(paths, key)
+        if unpinned is not None:  # not evidence of anything: report it all as unverified
+            state.problem, state.broken_at, state.verified = unpinned
+            yield from _unchecked(paths, 0, state)
+            return
     stream = audit_chain._Stream(paths, key)
     first: audit_chain._Line | None = None
     before: audit_chain._Line | None = None
     pending: audit_chain._Line | None = None  # verified once the next line chains onto it
+    count = 0
+    for line, problem, keyed in _walk(stream, key):
+        count += 1
+        if problem is not None:
+            state.problem, state.broken_at, state.verified = problem, line.where, False
+            if pending is not None:
+                state.unverified_lines += 1
+                yield Line(pending.file, pending.number, pending.data, False)
+            yield from _unchecked(paths, count - 1, state)
+            return
+        if pending is not None:
+            yield Line(pending.file, pending.number, pending.data, True)
+        pending = line
+        state.keyed = keyed
+        if first is None:
+            first = line
+        before = line
+    state.lines = count
+    if pending is not None:
+        yield Line(pending.file, pending.number, pending.data, True)
+    if first is not None and first.data is not None and before is not None:
+        state.chain = first.data["chain"]
+        state.head = before.mac if state.keyed and before.mac is not None else before.sha
+        state.from_genesis = first.data["prev"] == GENESIS
+
+
+def _walk(stream: audit_chain._Stream, key: bytes | None
+          ) -> Iterator[tuple[audit_chain._Line, str | None, bool]]:
+    """Each line with its problem (None: it chains on) and whether the chain is keyed there.
+
+    audit_chain's checks, as `audit verify` runs them: a keyed chain needs the key (else
+    InputError), and an unkeyed anchor cannot follow a keyed line.
+    """
+    first: audit_chain._Line | None = None
+    before: audit_chain._Line | None = None
     recent: OrderedDict[str, str] = OrderedDict()  # line hash -> where, oldest first
     limit = 2 * audit_chain._RECENT
     problem_of = audit_chain._problem
     keyed = False
-    count = 0
     for line in stream:
-        count += 1
         line_keyed = keyed
         problem: str | None = None
         if line.data is not None and line.data.get("event") == ANCHOR:
@@ -192,16 +237,9 @@ def read_lines(paths: Sequence[Path], state: ChainState, *, key: bytes | None = 
                                  "installation's audit HMAC key",
                                  hint="pass the daemon's --config, or --key-file")
         problem = problem or problem_of(line, before, first, stream, recent, line_keyed)
+        yield line, problem, line_keyed
         if problem is not None:
-            state.problem, state.broken_at, state.verified = problem, line.where, False
-            if pending is not None:
-                state.unverified_lines += 1
-                yield Line(pending.file, pending.number, pending.data, False)
-            yield from _unchecked(paths, count - 1, state)
             return
-        if pending is not None:
-            yield Line(pending.file, pending.number, pending.data, True)
-        pending = line
         keyed = line_keyed
         if first is None:
             first = line
@@ -210,17 +248,27 @@ def read_lines(paths: Sequence[Path], state: ChainState, *, key: bytes | None = 
         while len(recent) > limit:
             recent.popitem(last=False)  # O(1); deleting a dict's first key is not
         before = line
-    state.lines = count
-    if pending is not None:
-        yield Line(pending.file, pending.number, pending.data, True)
-    if first is not None and first.data is not None and before is not None:
-        state.chain = first.data["chain"]
-        state.head = before.mac if keyed and before.mac is not None else before.sha
-        state.from_genesis = first.data["prev"] == GENESIS
-        if not keyed and not allow_unkeyed:
-            state.problem = (f"{first.where}: an unkeyed (legacy) chain: anyone can write one "
-                             "from scratch; pass --allow-unkeyed to trust it")
-            state.broken_at, state.verified = first.where, False
+
+
+def _legacy_problem(paths: Sequence[Path], key: bytes | None) -> tuple[str, str, bool] | None:
+    """(problem, where, False) if the chain starts with legacy lines no keyed chain pins.
+
+    Legacy lines are pinned once a keyed anchor chains onto them without a problem (its prev
+    is the HMAC of the last legacy line). Reads only up to the first keyed line: nothing for
+    a chain that starts keyed, the legacy files for one upgraded to keyed chains.
+    """
+    where: str | None = None
+    for line, problem, keyed in _walk(audit_chain._Stream(paths, key), key):
+        where = where or line.where
+        if problem is not None:
+            return (f"{where}: an unkeyed (legacy) chain, not continued by a keyed one "
+                    f"({problem}); anyone can write one from scratch", where, False)
+        if keyed:
+            return None
+    if where is None:
+        return None
+    return (f"{where}: an unkeyed (legacy) chain: anyone can write one from scratch; pass "
+            "--allow-unkeyed to trust it", where, False)
 
 
 def _unchecked(paths: Sequence[Path], skip: int, state: ChainState) -> Iterator[Line]:
@@ -587,7 +635,8 @@ def render_text(report: Report) -> str:
     chain = report.chain
     lines.append("")
     if chain.verified:
-        text = f"chain: ok, {chain.lines} lines, chain {chain.chain}, head {chain.head}"
+        text = f"chain: ok, {chain.lines} lines, chain {chain.chain}, head {chain.head}, "
+        text += "keyed" if chain.keyed else "UNKEYED (legacy: anyone can forge it; --allow-unkeyed)"
         if not chain.from_genesis:
             text += " (the first file continues an older one not given)"
         lines.append(text)
