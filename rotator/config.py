@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from rotator.durations import parse_duration
+from rotator.durations import format_duration, parse_duration
 from rotator.errors import ConfigError
 from rotator.urls import check_url
 
@@ -313,6 +313,11 @@ class CredentialConfig(_Model):
     retry_min: Duration = 10.0
     retry_max: Duration = 900.0
     max_requests_per_hour: int = Field(default=60, ge=1, le=1800)
+    # the session timeout of the app / profile / org (Salesforce gives no expires_in): fills a
+    # token's expires_at as an estimate counted from issue (docs/salesforce.md)
+    session_timeout: Duration | None = None
+    # probe a new token before it is written (rotator.providers.verify); off by default
+    verify: Literal["userinfo", "query"] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -380,6 +385,11 @@ class CredentialConfig(_Model):
                 raise ValueError("jwt-bearer needs token_url")
             if self.publish is not None:
                 raise ValueError("publish: the Metadata API is Salesforce's; remove publish")
+            if self.verify is not None:
+                raise ValueError("verify probes a Salesforce instance (userinfo / query); remove verify")
+            if self.session_timeout is not None:
+                raise ValueError("session_timeout is Salesforce's (generic servers send expires_in); "
+                                 "remove session_timeout")
         if self.signer == "pem" and self.signer_key is not None:
             raise ValueError('signer_key is for signer = "vault-transit" or "aws-kms"; remove it '
                              'or set signer')
@@ -393,6 +403,10 @@ class CredentialConfig(_Model):
             raise ValueError("retry_min is larger than retry_max")
         if self.jitter >= self.every:
             raise ValueError("jitter must be smaller than every")
+        if self.session_timeout is not None and self.every >= self.session_timeout:
+            # the stored token would end before its successor is written
+            raise ValueError(f"every ({format_duration(self.every)}) must be shorter than "
+                             f"session_timeout ({format_duration(self.session_timeout)})")
         return self
 
     # -- derived settings, so callers never repeat the provider rules
@@ -538,6 +552,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         if cred.key == cred.token:
             raise ConfigError(f"{where}.token: must differ from key (both are {cred.key})")
         warnings.extend(_rate_warnings(name, cred, stores))
+        warnings.extend(_session_warnings(name, cred))
         credentials[name] = cred
     _check_unique_refs(credentials, stores)
     _check_publish_via(credentials)
@@ -649,6 +664,19 @@ def _rate_warnings(
             f"credentials.{name}.every: {int(cred.every)}s is faster than Secrets Manager's "
             f"sustained PutSecretValue rate (once per 10 minutes); {per_day} versions a day "
             "will run into the version quota — use every >= 10m"
+        ]
+    return []
+
+
+def _session_warnings(name: str, cred: CredentialConfig) -> list[str]:
+    # every < session_timeout is enforced; above half of it, one failed run (or a late one)
+    # lets the stored token's session end before a successor is written
+    timeout = cred.session_timeout
+    if timeout is not None and cred.every > timeout / 2:
+        return [
+            f"credentials.{name}.every: {format_duration(cred.every)} is more than half of "
+            f"session_timeout ({format_duration(timeout)}); a single failed or late run lets the "
+            f"stored token expire — use every <= {format_duration(timeout / 2)}"
         ]
     return []
 

@@ -12,6 +12,7 @@ or pause the engine between steps.
 
 from __future__ import annotations
 
+import hmac
 import time
 import uuid
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from rotator.errors import (
     RotatorError,
     StoreConflict,
     TokenRejected,
+    TokenVerificationFailed,
 )
 from rotator.keys import lifecycle
 from rotator.keys.context import KeyContext, KeyMemo, LoadedKey
@@ -37,6 +39,8 @@ from rotator.keys.crypto import KeyCache
 from rotator.keys.signer import Signer
 from rotator.policy import token_due
 from rotator.providers import Provider, build_provider
+from rotator.providers.base import TokenResponse
+from rotator.providers.verify import verify_token
 from rotator.records import KeyPair, KeyRecord, TokenRecord
 from rotator.stores import Record, SecretStore, StoreSet
 
@@ -49,7 +53,7 @@ STEPS = ("start", "key-loaded", "minted", "exchanged", "written")
 class RotationResult:
     name: str
     ok: bool
-    action: str  # rotated | skipped | dry-run | superseded | failed
+    action: str  # rotated | reused | skipped | dry-run | superseded | failed
     error: RotatorError | None = None
     reason: str | None = None
     token_version: str | None = None
@@ -234,6 +238,8 @@ class Engine:
         )
         response = exchanged.response
         self._step(name, "exchanged")
+        if cred.config.verify is not None:
+            _verify(cred, response)  # raises: a token failing its probe is not written
         new = TokenRecord(
             access_token=response.access_token,
             instance_url=response.instance_url,
@@ -246,7 +252,8 @@ class Engine:
             key_sha256=exchanged.signer.cert_sha256,
             rotation_id=rotation_id,
         )
-        result = self._write_token(cred, new, token_record, rotation_id)
+        result = self._write_token(cred, new, token_record, rotation_id,
+                                   reused=_same_token(token, response.access_token))
         lifecycle.after_write(cred.keys, keys, exchanged)  # token first, then the key record
         return result
 
@@ -256,7 +263,14 @@ class Engine:
         new: TokenRecord,
         old: Record | None,
         rotation_id: str,
+        *,
+        reused: bool = False,
     ) -> RotationResult:
+        """Write `new` (compare-and-set). A `reused` token (the endpoint answered with the token
+        already stored: Salesforce reuses a still-active session) is re-recorded with its new
+        issued_at / expires_at / key_sha256 under `token.reused`, never `token.written`: it is no
+        new token, but its record must follow the session the login just extended (or the
+        stored token would look ever older while it is fresh: docs/salesforce.md)."""
         ref = cred.config.token
         try:
             written = cred.token_store.write(
@@ -271,15 +285,16 @@ class Engine:
             return self._after_conflict(cred, exc, rotation_id)
         self._step(cred.name, "written")
         audit.emit(
-            "token.written", store=ref.store, path=ref.path,
+            "token.reused" if reused else "token.written", store=ref.store, path=ref.path,
             version=written.version, previous_version=written.previous_version,
             key_sha256=new.key_sha256,
             token_fingerprint=audit_fingerprint(new.access_token),
             expires_at=new.expires_at.isoformat() if new.expires_at else None,
         )
         audit.emit("rotation.succeeded", outcome="success", key_sha256=new.key_sha256,
-                   version=written.version)
-        return RotationResult(cred.name, True, "rotated", token_version=written.version,
+                   version=written.version, **({"reused": True} if reused else {}))
+        return RotationResult(cred.name, True, "reused" if reused else "rotated",
+                              token_version=written.version,
                               key_sha256=new.key_sha256, rotation_id=rotation_id)
 
     def _after_conflict(self, cred: Credential, exc: StoreConflict, rotation_id: str) -> RotationResult:
@@ -319,6 +334,28 @@ def _read_token(cred: Credential) -> tuple[TokenRecord | None, Record | None]:
     except RecordError as exc:
         _unreadable(cred.name, exc)
         return None, record
+
+
+def _same_token(stored: TokenRecord | None, new: str) -> bool:
+    """Whether the endpoint returned the stored token again (compared in constant time)."""
+    if stored is None:
+        return False
+    return hmac.compare_digest(stored.access_token.encode(), new.encode())
+
+
+def _verify(cred: Credential, response: TokenResponse) -> None:
+    """Probe the new token at its instance (`verify`); audit the outcome; raise on failure."""
+    probe = cred.config.verify
+    assert probe is not None
+    try:
+        result = verify_token(probe, response.instance_url, response.access_token,
+                              timeout=cred.config.timeout)
+    except TokenVerificationFailed as exc:
+        audit.emit("token.verification_failed", level="warning", outcome="failure",
+                   error_class=exc.kind, diagnosis=exc.diagnostics(), probe=probe,
+                   status=exc.status, error_code=exc.error_code)
+        raise
+    audit.emit("token.verified", probe=probe, status=result.status, duration_s=result.duration_s)
 
 
 def _unreadable(name: str, exc: RecordError) -> None:

@@ -16,7 +16,8 @@
     └── EndpointError                 the token endpoint
         ├── TokenRejected             a definitive OAuth error (invalid_grant, ...)
         ├── EndpointUnavailable       retryable: 5xx, 429, timeouts, resets, HTML pages
-        └── EndpointProtocolError     a 200 that is not a usable token response
+        ├── EndpointProtocolError     a 200 that is not a usable token response
+        └── TokenVerificationFailed   a new token failed its probe (`verify`); not written
 
 Dependency errors (hvac, botocore, requests) are converted at the edge of the
 module that calls the dependency and never travel further. Messages never hold
@@ -183,3 +184,20 @@ class EndpointProtocolError(EndpointError):
     """A reply we cannot use. Often a proxy or maintenance page: worth a later retry."""
 
     retryable = True
+
+
+class TokenVerificationFailed(EndpointError):
+    """A new token was refused by its own instance (`verify`): a 4xx to the probe. Not retried
+    before retry_max: an app whose scopes or policies changed needs the operator."""
+
+    def __init__(
+        self, url: str, probe: str, status: int | None, error_code: str | None, message: str
+    ) -> None:
+        why = f"HTTP {status}" if status is not None else "no probe"
+        if error_code:
+            why += f" {sanitize_remote(error_code, 80)}"
+        super().__init__(url, f"verify={probe} failed ({why}): {message}",
+                         hint="check the app's OAuth scopes (api) and policies, and the user's access")
+        self.probe = probe
+        self.status = status
+        self.error_code = error_code

@@ -68,8 +68,9 @@ CATALOGUE: dict[str, EventSpec] = {spec.name: spec for spec in (
     # -- one rotation
     _spec("rotation.started", "A rotation of one credential begins.",
           (*_ROTATION, "force", "dry_run")),
-    _spec("rotation.succeeded", "A new token was issued and written.",
-          (*_ROTATION, "key_sha256", "version", "duration_s"), outcome="success"),
+    _spec("rotation.succeeded", "A new token was issued and written. `reused: true`: the endpoint "
+          "returned the stored token again (a reused session; see `token.reused`).",
+          (*_ROTATION, "key_sha256", "version", "duration_s"), ("reused",), outcome="success"),
     _spec("rotation.failed", "The rotation stopped; the previous token stays in place.",
           (*_ROTATION, "retryable", "duration_s")),
     _spec("rotation.skipped", "Nothing to do (token fresh, or a dry run).",
@@ -80,6 +81,18 @@ CATALOGUE: dict[str, EventSpec] = {spec.name: spec for spec in (
           "appears only as its keyed fingerprint (`rotator audit hash -`).",
           (*_ROTATION, "store", "path", "version", "key_sha256", "token_fingerprint"),
           ("previous_version", "expires_at")),
+    _spec("token.reused", "The endpoint answered with the token already stored (Salesforce "
+          "reuses a still-active session). The record was re-written (compare-and-set) with the "
+          "same token and the new issued_at / expires_at / key_sha256; nothing was revoked. "
+          "`token_fingerprint` equals the one of the `token.written` that stored it first.",
+          (*_ROTATION, "store", "path", "version", "key_sha256", "token_fingerprint"),
+          ("previous_version", "expires_at")),
+    _spec("token.verified", "A new token passed its probe (`verify`: `userinfo` or `query`) before "
+          "it was written.", (*_ROTATION, "probe", "status", "duration_s")),
+    _spec("token.verification_failed", "A new token failed its probe (`verify`): it was not "
+          "written and the stored token stays. `status` is the probe's HTTP status (null when "
+          "there was nothing to probe), `error_code` Salesforce's error code when it sent one.",
+          (*_ROTATION, "probe", "status"), ("error_code",)),
     _spec("token.unreadable", "The stored token record could not be parsed; it will be replaced.",
           ("credential", "diagnosis"), ("rotation_id",)),
     # -- keys and certificates

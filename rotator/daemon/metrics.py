@@ -40,6 +40,7 @@ RESULTS = ("success", "failure", "skipped", "superseded")
 # RotationResult.action -> the result label
 ACTION_RESULT = {
     "rotated": "success",
+    "reused": "success",  # the endpoint returned the stored token: a successful run
     "failed": "failure",
     "skipped": "skipped",
     "dry-run": "skipped",

@@ -13,6 +13,7 @@ from rotator.config import CredentialConfig
 from rotator.errors import EndpointProtocolError
 from rotator.providers.base import TokenResponse, check_plain_fields, exchange_assertion
 from rotator.providers.hosts import check_returned_url
+from rotator.providers.lifetime import token_expiry
 from rotator.records import MAX_YEAR
 
 MAX_TOKEN_CHARS = 8192
@@ -83,17 +84,21 @@ class SalesforceProvider:
 
     def exchange(self, assertion: str) -> TokenResponse:
         hosts = self.config.instance_hosts
+        timeout = self.config.session_timeout
         return exchange_assertion(
             self.token_url, assertion, timeout=self.timeout, hint_for=hint_for,
-            parse_success=lambda url, data: parse_success(url, data, instance_hosts=hosts),
+            parse_success=lambda url, data: parse_success(url, data, instance_hosts=hosts,
+                                                          session_timeout=timeout),
         )
 
 
 def parse_success(
-    url: str, data: dict[str, Any], *, instance_hosts: tuple[str, ...] = ()
+    url: str, data: dict[str, Any], *, instance_hosts: tuple[str, ...] = (),
+    session_timeout: float | None = None,
 ) -> TokenResponse:
     """A 200 reply as a TokenResponse; instance_url and id must name a Salesforce host (or one in
-    `instance_hosts`), else the reply is refused and the stored token stays."""
+    `instance_hosts`), else the reply is refused and the stored token stays. expires_at: a JWT
+    access token's `exp`, else issued_at + session_timeout (an estimate), else None."""
     token = data.get("access_token")
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
         raise EndpointProtocolError(url, "token response has no usable access_token")
@@ -111,11 +116,13 @@ def parse_success(
         identity = check_returned_url(
             url, "id", identity, allowed=instance_hosts, salesforce=True, path_prefix="/id/"
         )
+    issued_at = _issued_at(data.get("issued_at"))
     return TokenResponse(
         access_token=token,
         token_type=data.get("token_type") or "Bearer",
-        issued_at=_issued_at(data.get("issued_at")),
-        expires_at=None,  # Salesforce gives no lifetime: the session timeout decides
+        issued_at=issued_at,
+        # Salesforce gives no lifetime: rotator.providers.lifetime
+        expires_at=token_expiry(token, issued_at=issued_at, session_timeout=session_timeout),
         instance_url=instance_url,
         scope=data.get("scope"),
         id=identity,
