@@ -27,13 +27,15 @@ from typing import Any
 
 from bench._common import DOC, PROFILES, Ctx, Table, fmt_num, machine_facts
 
-MODULES = ("mint", "mint_remote", "rotation", "fleet", "footprint", "alternatives", "audit_report")
+MODULES = ("mint", "mint_remote", "rotation", "verify", "fleet", "footprint", "alternatives",
+           "audit_report")
 TITLES = {
     "meta": None,
     "summary": "## Summary",
     "mint": "## Mint: assertions per second",
     "mint_remote": "## Mint per signer: PEM, Vault Transit, AWS KMS (keyless)",
     "rotation": "## Rotation latency, per store",
+    "verify": "## Verify before write: what `verify` adds to a rotation",
     "fleet": "## Fleet: `rotate --all`",
     "footprint": "## Footprint: start-up, memory, imports",
     "alternatives": "## Against the alternatives",
