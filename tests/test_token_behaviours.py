@@ -382,3 +382,39 @@ def test_verify_is_off_by_default_and_salesforce_only(run_cli, endpoint, tmp_pat
         "verify": "userinfo", "username": None}})
     refused = run_cli("--config", path, "check")
     assert refused.code == 2 and "verify" in refused.err, refused
+
+
+def test_the_daemon_counts_a_reused_token_as_a_fresh_rotation(run_cli, tmp_path, secret_guard) -> None:
+    """Scheduling: after a reuse the credential is fresh (next run `every` later, also after a
+    restart), /readyz stays ready, /metrics counts a success."""
+    from rotator.daemon.metrics import Metrics
+    from rotator.daemon.scheduling import Rotations
+
+    now = [1_900_000_000.0]
+    with SalesforceEndpoint(reuse_sessions=True, clock=lambda: now[0]) as endpoint:
+        secret_guard.endpoints.append(endpoint)
+        config = setup_file(run_cli, endpoint, tmp_path).config
+        metrics = Metrics(process=False)
+        rotations = Rotations(metrics, workers=1, clock=lambda: now[0])
+        engine = Engine(config, clock=lambda: now[0])
+        rotations.use(engine)
+        try:
+            assert rotations.add("sf").timestamp() == now[0]  # no token yet: at once
+            rotations._run("sf")
+            assert rotations.snapshot()["sf"]["last_result"] == "rotated"
+            now[0] += 1800  # `every` later: due, and the session is still active
+            rotations._run("sf")
+            state = rotations.snapshot()["sf"]
+            assert state["last_result"] == "reused" and state["consecutive_failures"] == 0
+            assert len(endpoint.issued) == 2 and endpoint.issued[0] == endpoint.issued[1]
+            assert rotations.readiness()[0]
+            # a restart (or reload) does not log in again at once: the token is fresh
+            first = rotations.add("sf").timestamp()
+            assert first >= now[0] + 1800 * 0.9 - 1
+            samples = {(s.labels.get("result"), s.name): s.value
+                       for family in metrics.registry.collect()
+                       for s in family.samples if s.labels.get("credential") == "sf"}
+            assert samples[("success", "rotator_rotation_total")] == 2
+            assert samples[("failure", "rotator_rotation_total")] == 0
+        finally:
+            engine.stores.close()
