@@ -331,6 +331,15 @@ class CredentialConfig(_Model):
             data = {**data, "jitter": min(60.0, every / 10)}
         return data
 
+    @field_validator("verify", mode="before")
+    @classmethod
+    def _verify(cls, value: Any) -> Any:
+        # `verify = false` reads like requests' TLS switch: say what this key is instead
+        if isinstance(value, bool):
+            raise ValueError('is the probe of a new token ("userinfo" or "query"), not TLS '
+                             "verification, which cannot be turned off")
+        return value
+
     @field_validator("every")
     @classmethod
     def _every(cls, value: float) -> float:
