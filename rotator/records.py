@@ -150,6 +150,8 @@ class TokenRecord:
     scope: str | None
     id: str | None
     issued_at: datetime
+    # the endpoint's expires_in; for Salesforce a JWT access token's exp, else the estimate
+    # issued_at + session_timeout (Salesforce counts from last use: docs/salesforce.md); else None
     expires_at: datetime | None
     credential: str
     key_sha256: str
