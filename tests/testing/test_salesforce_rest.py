@@ -340,13 +340,26 @@ def test_chunked_token_request(sf, key, clock):
 
 
 def test_chunked_body_over_the_cap_is_refused(sf):
+    """The endpoint answers 413 and closes once a chunked body passes the cap. The client may
+    still be sending when it closes: a broken pipe or a reset while sending is that refusal
+    too (a server that read on would answer 400 for the junk body, never cut us off), but a
+    response that did arrive must be the 413."""
     host, port = sf.url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    cut_off = False
     try:
         chunk = b"x" * 65536
-        connection.request("POST", "/services/oauth2/token", body=iter([chunk] * 20), encode_chunked=True,
-                           headers={"Content-Type": "application/x-www-form-urlencoded"})
-        assert connection.getresponse().status == 413
+        try:
+            connection.request("POST", "/services/oauth2/token", body=iter([chunk] * 20), encode_chunked=True,
+                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+        except (BrokenPipeError, ConnectionResetError):
+            cut_off = True
+        try:
+            status = connection.getresponse().status
+        except (ConnectionResetError, http.client.RemoteDisconnected):
+            assert cut_off, "the connection dropped without a response although the body was sent whole"
+        else:
+            assert status == 413
     finally:
         connection.close()
 
