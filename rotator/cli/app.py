@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=30.0)
     demo.add_argument("--dir", type=Path, default=Path(".demo"))
     demo.add_argument("--every", default="5s")
+
+    completion = sub.add_parser("completion", help="print a bash or zsh completion script")
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    sub.add_parser("__complete-names")  # hidden: credential names for the completion scripts
+    sub.metavar = "{" + ",".join(name for name in sub.choices if not name.startswith("_")) + "}"
     return parser
 
 
@@ -170,7 +175,13 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from rotator.cli import commands
+    from rotator.cli import commands, completion
+
+    if args.command == "completion":
+        sys.stdout.write(completion.script(args.shell, build_parser()))
+        return 0
+    if args.command == completion.NAMES_COMMAND:
+        return completion.print_names(args.config)
 
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "check": commands.check,
