@@ -121,12 +121,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    from rotator.cli.status import collect_status, exit_code, render_status
+    from rotator.cli.status import collect_status, exit_code, render_status, render_status_table
+    from rotator.cli.terminal import colour_wanted, is_terminal
 
     config = load(args)
     rows = collect_status(config)
     if args.json:
         print_json(rows)
+    elif is_terminal(sys.stdout):  # piped: the one-line-per-credential text scripts may read
+        sys.stdout.write(render_status_table(rows, config, colour=colour_wanted(sys.stdout)))
     else:
         sys.stdout.write(render_status(rows))
     return exit_code(rows)

@@ -1,0 +1,64 @@
+"""Run the real CLI with stdout and/or stderr on a pseudo-terminal, as a person would see it."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import rotator_subprocess_env
+
+
+@dataclass
+class TerminalRun:
+    code: int
+    out: str  # what reached stdout (the terminal's text when stdout was the pty)
+    err: str
+    tty: str  # everything the terminal received, raw (\r, escape codes)
+
+
+def run_on_terminal(*args: str | Path, stdout_tty: bool = True, stderr_tty: bool = False,
+                    env: dict[str, str] | None = None, timeout: float = 120) -> TerminalRun:
+    """`python -m rotator ARGS` with the chosen streams on one pty, the others on pipes."""
+    master, slave = os.openpty()
+    environ = rotator_subprocess_env()
+    environ.pop("NO_COLOR", None)  # colour unless the test asks for NO_COLOR
+    environ.update({"TERM": "xterm-256color", **(env or {})})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rotator", *map(str, args)],
+        stdin=subprocess.DEVNULL, stdout=slave if stdout_tty else subprocess.PIPE,
+        stderr=slave if stderr_tty else subprocess.PIPE, env=environ,
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while True:  # read until the child closes the pty (EIO on Linux), or the deadline
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"rotator {args} did not finish in {timeout}s")
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if not ready:
+            if proc.poll() is not None and not select.select([master], [], [], 0)[0]:
+                break
+            continue
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    out, err = proc.communicate(timeout=timeout)
+    tty = b"".join(chunks).decode("utf-8", "replace")
+    text = tty.replace("\r\n", "\n")  # the pty's output processing turns \n into \r\n
+    return TerminalRun(
+        proc.returncode,
+        text if stdout_tty else out.decode("utf-8", "replace"),
+        text if stderr_tty else err.decode("utf-8", "replace"),
+        tty,
+    )
