@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -22,8 +23,10 @@ class TerminalRun:
 
 
 def run_on_terminal(*args: str | Path, stdout_tty: bool = True, stderr_tty: bool = False,
-                    env: dict[str, str] | None = None, timeout: float = 120) -> TerminalRun:
-    """`python -m rotator ARGS` with the chosen streams on one pty, the others on pipes."""
+                    env: dict[str, str] | None = None, timeout: float = 120,
+                    stop_on: str | None = None) -> TerminalRun:
+    """`python -m rotator ARGS` with the chosen streams on one pty, the others on pipes.
+    `stop_on`: SIGTERM once the terminal shows this text (for the daemon)."""
     master, slave = os.openpty()
     environ = rotator_subprocess_env()
     environ.pop("NO_COLOR", None)  # colour unless the test asks for NO_COLOR
@@ -52,6 +55,9 @@ def run_on_terminal(*args: str | Path, stdout_tty: bool = True, stderr_tty: bool
         if not data:
             break
         chunks.append(data)
+        if stop_on is not None and stop_on in b"".join(chunks).decode("utf-8", "replace"):
+            proc.send_signal(signal.SIGTERM)
+            stop_on = None
     os.close(master)
     out, err = proc.communicate(timeout=timeout)
     tty = b"".join(chunks).decode("utf-8", "replace")

@@ -80,3 +80,69 @@ def test_status_is_a_table_on_a_terminal(run_cli, endpoint, tmp_path: Path) -> N
     assert piped.out.startswith("sf:") and "3 consecutive failures" in piped.out
     as_json = run_on_terminal("--config", config, "status", "--json")
     assert json.loads(as_json.out)[1]["consecutive_failures"] == 3
+
+
+# ---------------------------------------------------------------------------- audit events
+
+
+def test_audit_events_are_console_lines_when_stderr_is_a_terminal(run_cli, endpoint, tmp_path: Path) -> None:
+    config = fleet(run_cli, endpoint, tmp_path, ["sf"], audit_log="audit.jsonl")
+    shown = run_on_terminal("--config", config, "rotate", "sf", stdout_tty=False, stderr_tty=True)
+    assert shown.code == 0, shown.err
+    assert json.loads(shown.out)["action"] == "rotated"  # stdout: the JSON line, as ever
+    lines = plain(shown.err).splitlines()
+    assert lines and not any(line.lstrip().startswith("{") for line in lines), shown.err
+    succeeded = next(line for line in lines if "rotation.succeeded" in line)
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[info\s*\] rotation\.succeeded\s+ \w",
+                    succeeded), succeeded
+    assert "credential=sf" in succeeded and "actor" not in succeeded
+    assert "\x1b[" in shown.err  # coloured
+    # the audit file keeps the full JSON line, whatever the terminal shows
+    filed = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    done = next(e for e in filed if e["event"] == "rotation.succeeded")
+    assert done["actor"]["pid"] > 0 and done["ts"].endswith("Z") and len(done["rotation_id"]) == 32
+
+    forced = run_on_terminal("--config", config, "--log-format", "json", "rotate", "sf", "--force",
+                             stdout_tty=False, stderr_tty=True)
+    events = [json.loads(line) for line in forced.err.splitlines()]
+    assert "rotation.succeeded" in [e["event"] for e in events]
+
+    bland = run_on_terminal("--config", config, "rotate", "sf", "--force", stdout_tty=False,
+                            stderr_tty=True, env={"NO_COLOR": "1"})
+    assert "\x1b[" not in bland.tty and "rotation.succeeded" in bland.err
+
+    piped = run_on_terminal("--config", config, "rotate", "sf", "--force", stdout_tty=True)
+    assert "rotation.succeeded" in [json.loads(line)["event"] for line in piped.err.splitlines()]
+
+
+def test_console_lines_are_redacted_like_json(tmp_path: Path) -> None:
+    """The console renderer sits after the same redaction processors as the JSON one."""
+    import io
+
+    import structlog
+
+    from rotator.audit import pipeline as audit
+
+    out = io.StringIO()
+    audit.configure(fmt="console", stream=out, colours=True)
+    try:
+        jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlX2J5dGVz"
+        audit.emit("config.warning", warning=f"token {jwt} leaked", access_token="00D5e000000abcd!AQ")
+        pem = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----"
+        structlog.get_logger("t").info("x.y", detail=pem)
+    finally:
+        audit.configure(fmt="json")
+    text = out.getvalue()
+    assert "config.warning" in text and "x.y" in text
+    assert jwt not in text and "00D5e000000abcd" not in text and "MIIE" not in text
+    assert "[REDACTED" in text
+
+
+def test_the_daemon_keeps_json_on_a_terminal(run_cli, endpoint, tmp_path: Path) -> None:
+    """`rotator run` under `docker run -t`: its stdout is still a log collector's."""
+    config = fleet(run_cli, endpoint, tmp_path, ["sf"])
+    shown = run_on_terminal("--config", config, "run", stderr_tty=True,
+                            stop_on="daemon.started")
+    assert shown.code == 0, shown.out[-2000:]
+    events = [json.loads(line) for line in shown.out.splitlines() if line.strip()]
+    assert {"daemon.started", "daemon.stopped"} <= {e["event"] for e in events}

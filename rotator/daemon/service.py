@@ -333,7 +333,7 @@ def _start_renewers(engine: Engine, rotations: Rotations) -> None:
             start(lambda exc: exc is not None and rotations._store_trouble(exc))
 
 
-def run_daemon(config_path: Path, *, log_format: str = "json") -> int:
+def run_daemon(config_path: Path, *, log_format: str | None = None) -> int:
     """The `run` command. Audit JSON lines already go to stdout (`cli.main` set that up)."""
     del log_format  # the pipeline is configured by the CLI; kept for the command's signature
     daemon = Daemon(config_path)
