@@ -146,3 +146,36 @@ def test_the_daemon_keeps_json_on_a_terminal(run_cli, endpoint, tmp_path: Path) 
     assert shown.code == 0, shown.out[-2000:]
     events = [json.loads(line) for line in shown.out.splitlines() if line.strip()]
     assert {"daemon.started", "daemon.stopped"} <= {e["event"] for e in events}
+
+
+# ---------------------------------------------------------------------------- rotate --all progress
+
+PROGRESS = re.compile(r"rotating (\d+)/(\d+)  (\d+) failed  [\d.]+/s  (ETA \S+|in [\d.]+s)")
+
+
+@pytest.mark.parametrize("count", [12, 250])  # one process with threads; one process per core
+def test_rotate_all_draws_a_progress_line_on_a_terminal(run_cli, endpoint, tmp_path: Path,
+                                                        count: int) -> None:
+    names = [f"c{i:03d}" for i in range(count)]
+    config = fleet(run_cli, endpoint, tmp_path, names, audit_log="audit.jsonl", workers=4)
+    endpoint.set_fault("5xx", count=3)  # three fail (whichever come first): the count shows them
+    shown = run_on_terminal("--config", config, "rotate", "--all", stdout_tty=False, stderr_tty=True)
+    assert shown.code == 1, shown.err[-2000:]
+    lines = [json.loads(line) for line in shown.out.splitlines()]  # stdout: JSON lines, in order
+    assert [line["name"] for line in lines] == names
+    assert sum(not line["ok"] for line in lines) == 3
+    drawn = [(int(m[1]), int(m[2]), int(m[3])) for m in PROGRESS.finditer(plain(shown.tty))]
+    assert drawn[0] == (0, count, 0) and drawn[-1] == (count, count, 3), drawn[-3:]
+    assert [d for d, _, _ in drawn] == sorted(d for d, _, _ in drawn)  # counts only go up
+    assert "\r\x1b[K" in shown.tty and "\x1b[31m3 failed" in shown.tty
+    screen = plain(shown.err).replace("\r\x1b[K", "\n").splitlines()
+    assert screen[-1].startswith(f"rotating {count}/{count}  3 failed"), screen[-3:]  # the summary
+    if count < 100:  # the events scroll above the line: each whole, none cut by a redraw
+        events = [line for line in screen if "rotation.succeeded" in line]
+        assert len(events) == count - 3 and all(re.match(r"^\d{4}-", e) for e in events)
+
+    piped = run_on_terminal("--config", config, "rotate", "--all", "--force", stdout_tty=True,
+                            stderr_tty=False)  # stderr piped: no progress, JSON events as before
+    assert "rotating" not in piped.err and "\r" not in piped.err
+    assert all(json.loads(line)["event"] for line in piped.err.splitlines())
+    assert [json.loads(line)["name"] for line in piped.out.splitlines()] == names

@@ -48,6 +48,7 @@ __all__ = [
     "shared_processors",
     "use_audit_file",
     "use_settings",
+    "use_stream",
 ]
 
 EventDict = MutableMapping[str, Any]
@@ -159,6 +160,13 @@ def configure(*, fmt: str = "json", stream: TextIO | None = None, sinks: list[An
     _route_stdlib_logging()
 
 
+def use_stream(stream: TextIO) -> None:
+    """Send rendered events to `stream` from now on; format, sinks and audit file stay."""
+    with _pipeline_lock:
+        _pipeline.stream = stream
+        _apply()
+
+
 def exception_text(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
     """For the console renderer: the structured traceback (no locals) as plain text."""
     stacks = event_dict.get("exception")
@@ -201,7 +209,9 @@ def _apply() -> None:
     file_sink = [_pipeline.file] if _pipeline.file is not None else []
     structlog.configure(
         processors=[*shared_processors(), *_pipeline.sinks, *file_sink, *renderer],
-        logger_factory=structlog.PrintLoggerFactory(_pipeline.stream or sys.stderr),
+        # WriteLogger: the line and its newline in one write (PrintLogger's print() makes two,
+        # and the forked `rotate --all` children then interleave lines on a shared stderr)
+        logger_factory=structlog.WriteLoggerFactory(_pipeline.stream or sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         cache_logger_on_first_use=False,
     )
@@ -234,7 +244,7 @@ def emit_unfiled(event: str, fields: dict[str, Any]) -> None:
     is what is being attacked, and must not change the chain it reports on."""
     file_sink = _pipeline.file
     processors = [p for p in structlog.get_config()["processors"] if p is not file_sink]
-    logger = structlog.wrap_logger(structlog.PrintLogger(_pipeline.stream or sys.stderr),
+    logger = structlog.wrap_logger(structlog.WriteLogger(_pipeline.stream or sys.stderr),
                                    processors=processors)
     level = "warning" if event.endswith("tampered") else "info"
     getattr(logger, level)(event, **fields)
