@@ -132,3 +132,37 @@ def test_script_tables_follow_the_parser() -> None:
     assert tree["audit verify"].positional == "files" and tree[""].values["--config"] == "file"
     assert "__complete-names" not in tree[""].subcommands
     assert tree["audit report"].values["--credential"] == "name"
+
+
+# A real interactive zsh on a pty (zsh/zpty): compinit, the script sourced, the line typed with
+# a TAB, then a key bound to a widget that writes the edit buffer to a file.
+ZPTY_DRIVER = r"""
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z "PS1='> '; autoload -U compinit; compinit -u -d ${(q)3}.dump; source ${(q)1}"
+zpty -w z "dump() { print -r -- \$BUFFER > ${(q)3}.tmp && mv ${(q)3}.tmp ${(q)3} }"
+zpty -w z "zle -N dump; bindkey '^X' dump"
+zpty -w -n z "$2"$'\t'$'\x18'
+integer deadline=$(( SECONDS + 30 ))
+while (( SECONDS < deadline )) && [[ ! -e $3 ]]; do
+  zpty -r -t z chunk; sleep 0.05
+done
+zpty -d z
+"""
+
+
+@pytest.mark.skipif(ZSH is None, reason="zsh is not installed")
+@pytest.mark.parametrize(("typed", "completed"), [
+    ("rotator ke", "rotator keys "),
+    ("rotator --config rotator.toml rotate sf-p", "rotator --config rotator.toml rotate sf-prod "),
+    ("rotator --config rotator.toml audit report --credential h",
+     "rotator --config rotator.toml audit report --credential hr "),
+    ("rotator --log-format c", "rotator --log-format console "),
+])
+def test_zsh_completes_at_a_real_prompt(tmp_path, shell_env, typed, completed) -> None:
+    source = script("zsh", tmp_path, shell_env)
+    buffer = tmp_path / "buffer.txt"
+    subprocess.run([str(ZSH), "-f", "-c", ZPTY_DRIVER, "zsh", str(source), typed, str(buffer)],
+                   env=shell_env, cwd=tmp_path, timeout=60, capture_output=True, check=False)
+    assert buffer.exists(), "zsh never ran the widget"
+    assert buffer.read_text() == completed + "\n"
