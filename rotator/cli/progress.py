@@ -97,16 +97,18 @@ class LineGuard:
         self._pending = ""
 
     def write(self, text: str) -> int:
+        if os.getpid() != self.progress.pid:
+            # a forked worker: the audit pipeline hands over whole lines (one write each);
+            # erase what the parent drew on this line, which it redraws. No shared lock: one
+            # held by a parent thread at fork time would never be released here.
+            return self.stream.write(ERASE + text)
         with self.progress.lock:
             self._pending += text
             if "\n" not in self._pending:
                 return len(text)
             lines, _, self._pending = self._pending.rpartition("\n")
-            out = ERASE + lines + "\n"
-            if os.getpid() == self.progress.pid:
-                out += self.progress.text()
-                self.progress.mark_drawn()
-            self.stream.write(out)
+            self.stream.write(ERASE + lines + "\n" + self.progress.text())
+            self.progress.mark_drawn()
             self.stream.flush()
             return len(text)
 
