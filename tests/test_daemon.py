@@ -571,3 +571,42 @@ def test_invalid_config_or_busy_port_fails_start_with_one_line(tmp_path, endpoin
     err = daemon.err_path.read_text()
     assert err.count("\n") == 1 and "daemon.listen" in err and "Traceback" not in err
     assert not daemon.events("daemon.started")
+
+
+# ---------------------------------------------------------------------------- schedule warnings
+
+
+def test_schedule_warnings_at_start_up_and_after_reload(
+    tmp_path, endpoint, run_cli, key_files, start_daemon
+) -> None:
+    """The daemon logs what `rotator check` warns about: one schedule.warning per warning, at
+    start-up and again after an accepted reload; a schedule that holds says nothing."""
+    port = free_port()
+    slow = {"every": "30m", "jitter": "0s"}
+    config = make_config(tmp_path, endpoint, creds={"sf": slow, "fast": {"every": "2s", "jitter": "0s"}},
+                         port=port)
+    import_keys(run_cli, endpoint, config, key_files, "sf", "fast")
+    check = run_cli("--config", config, "check")
+    printed = [line.removeprefix("warning: ") for line in check.out.splitlines()
+               if line.startswith("warning: ")]
+    daemon = start_daemon(config, port=port)
+    daemon.wait_event("daemon.started")
+    warned = daemon.events("schedule.warning")
+    assert [w["warning"] for w in warned] == printed and len(printed) == 1
+    assert warned[0]["code"] == "cap-exceeded" and warned[0]["credentials"] == ["fast"]
+    assert warned[0]["level"] == "warning"
+    seen = daemon.events()
+    assert seen.index(warned[0]) < seen.index(daemon.events("daemon.started")[0])
+
+    make_config(tmp_path, endpoint, creds={"sf": {"every": "90s", "jitter": "0s"}}, port=port)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_event("config.reloaded", removed=["fast"])
+    after = wait_for(lambda: daemon.events("schedule.warning")[1:], 10, "the reload's warning")
+    assert [(w["code"], w["credentials"]) for w in after] == [("cap-headroom", ["sf"])]
+
+    make_config(tmp_path, endpoint, creds={"sf": slow}, port=port)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_event("config.reloaded", changed=["sf"])
+    assert daemon.stop()[0] == 0
+    assert len(daemon.events("schedule.warning")) == 2  # the holding schedule added none
+    assert_clean_output(daemon)

@@ -152,6 +152,12 @@ CATALOGUE: dict[str, EventSpec] = {spec.name: spec for spec in (
     _spec("config.rejected", "A new configuration was invalid; the running one stays.",
           ("error_class", "diagnosis", "path"), outcome="failure"),
     _spec("config.warning", "The configuration works but deserves attention.", ("warning",)),
+    _spec("schedule.warning", "A schedule cannot hold (the warnings `rotator check` prints): "
+          "`code` is cap-exceeded (runs come faster than max_requests_per_hour allows: the daemon "
+          "will pause the credential), cap-headroom (no room for a rollover's two requests or "
+          "retries), org-limit-exceeded or org-limit-near (the credentials of one org, by token "
+          "host, near its login limit). The daemon emits one per warning at start-up and after "
+          "each accepted reload.", ("code", "credentials", "warning")),
     _spec("daemon.started", "The daemon is scheduling credentials.", (), ("credentials", "listen")),
     _spec("daemon.stopping", "A signal asked the daemon to stop; running rotations finish.", (),
           ("signal", "reason")),

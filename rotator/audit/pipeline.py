@@ -48,6 +48,7 @@ __all__ = [
     "shared_processors",
     "use_audit_file",
     "use_settings",
+    "use_stream",
 ]
 
 EventDict = MutableMapping[str, Any]
@@ -133,6 +134,7 @@ def shared_processors() -> list[Any]:
 @dataclass
 class _Pipeline:
     fmt: str = "json"
+    colours: bool = False
     stream: TextIO | None = None
     sinks: list[Any] = field(default_factory=list)
     file: AuditFile | None = None
@@ -142,16 +144,27 @@ _pipeline = _Pipeline()
 _pipeline_lock = threading.Lock()
 
 
-def configure(*, fmt: str = "json", stream: TextIO | None = None, sinks: list[Any] | None = None) -> None:
-    """Set up the pipeline. `sinks` are processors that see each redacted event.
+def configure(*, fmt: str = "json", stream: TextIO | None = None, sinks: list[Any] | None = None,
+              colours: bool = False) -> None:
+    """Set up the pipeline. `sinks` are processors that see each redacted event. `fmt`:
+    "json" (one object a line) or "console" (short aligned lines for a person; `colours`
+    for a terminal that wants them). Redaction runs before either.
 
     Resets the audit file: attach it (again) with `use_settings` or `use_audit_file`.
     """
     with _pipeline_lock:
         _pipeline.fmt, _pipeline.stream, _pipeline.sinks = fmt, stream, list(sinks or [])
+        _pipeline.colours = colours
         _pipeline.file = None
         _apply()
     _route_stdlib_logging()
+
+
+def use_stream(stream: TextIO) -> None:
+    """Send rendered events to `stream` from now on; format, sinks and audit file stay."""
+    with _pipeline_lock:
+        _pipeline.stream = stream
+        _apply()
 
 
 def exception_text(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
@@ -168,16 +181,37 @@ def exception_text(_logger: Any, _method: str, event_dict: EventDict) -> EventDi
     return event_dict
 
 
+def for_a_person(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
+    """Console lines only (after the audit file has its full copy): what a person at a
+    terminal does not need is left out — the actor (this host, this pid), microseconds — and
+    a rotation id and fingerprints are cut to what tells one from another."""
+    event_dict.pop("actor", None)
+    ts = event_dict.get("ts")
+    if isinstance(ts, str) and len(ts) > 20 and ts.endswith("Z"):
+        event_dict["ts"] = ts[:19] + "Z"  # whole seconds
+    rotation_id = event_dict.get("rotation_id")
+    if isinstance(rotation_id, str) and len(rotation_id) > 8:
+        event_dict["rotation_id"] = rotation_id[:8]
+    for key, value in event_dict.items():  # 16 hex digits of a fingerprint tell keys apart
+        if key.endswith("_sha256") and isinstance(value, str) and len(value) == 64:
+            event_dict[key] = value[:16] + "…"
+    return event_dict
+
+
 def _apply() -> None:
     renderer: list[Any]
     if _pipeline.fmt == "console":
-        renderer = [exception_text, structlog.dev.ConsoleRenderer(colors=False, timestamp_key="ts")]
+        renderer = [exception_text, for_a_person, structlog.dev.ConsoleRenderer(
+            colors=_pipeline.colours, timestamp_key="ts", pad_event_to=26,
+            exception_formatter=structlog.dev.plain_traceback)]
     else:
         renderer = [structlog.processors.JSONRenderer(sort_keys=False)]
     file_sink = [_pipeline.file] if _pipeline.file is not None else []
     structlog.configure(
         processors=[*shared_processors(), *_pipeline.sinks, *file_sink, *renderer],
-        logger_factory=structlog.PrintLoggerFactory(_pipeline.stream or sys.stderr),
+        # WriteLogger: the line and its newline in one write (PrintLogger's print() makes two,
+        # and the forked `rotate --all` children then interleave lines on a shared stderr)
+        logger_factory=structlog.WriteLoggerFactory(_pipeline.stream or sys.stderr),
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         cache_logger_on_first_use=False,
     )
@@ -210,7 +244,7 @@ def emit_unfiled(event: str, fields: dict[str, Any]) -> None:
     is what is being attacked, and must not change the chain it reports on."""
     file_sink = _pipeline.file
     processors = [p for p in structlog.get_config()["processors"] if p is not file_sink]
-    logger = structlog.wrap_logger(structlog.PrintLogger(_pipeline.stream or sys.stderr),
+    logger = structlog.wrap_logger(structlog.WriteLogger(_pipeline.stream or sys.stderr),
                                    processors=processors)
     level = "warning" if event.endswith("tampered") else "info"
     getattr(logger, level)(event, **fields)

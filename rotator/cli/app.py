@@ -2,7 +2,9 @@
 
 Data goes to stdout (rotate's JSON lines, PEMs, tokens, status); the audit events of one-shot
 commands go to stderr so that `rotator token NAME | jq` works. The daemon (`run`, `demo`)
-writes its audit events to stdout, for journald and Kubernetes log collection.
+writes its audit events to stdout, for journald and Kubernetes log collection. When a
+one-shot command's stderr is a terminal its events are short console lines, else JSON
+(`--log-format` forces either); the daemon writes JSON unless told otherwise.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from rotator import __version__
 from rotator.audit import pipeline as audit
+from rotator.cli.terminal import colour_wanted, is_terminal
 from rotator.errors import InternalError, RotatorError, UsageError
 from rotator.hardening import harden_process, withheld
 
@@ -31,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", help="config file (default: $ROTATOR_CONFIG or /etc/rotator/rotator.toml)"
     )
-    parser.add_argument("--log-format", choices=("json", "console"), default="json")
+    parser.add_argument(
+        "--log-format", choices=("json", "console"), default=None,
+        help="audit events as JSON lines or short console lines (default: console when a one-shot "
+             "command's stderr is a terminal, else JSON; the daemon: JSON)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("check", help="validate config, keys and store access; writes nothing")
@@ -138,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=30.0)
     demo.add_argument("--dir", type=Path, default=Path(".demo"))
     demo.add_argument("--every", default="5s")
+
+    completion = sub.add_parser("completion", help="print a bash or zsh completion script")
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    sub.add_parser("__complete-names")  # hidden: credential names for the completion scripts
+    sub.metavar = "{" + ",".join(name for name in sub.choices if not name.startswith("_")) + "}"
     return parser
 
 
@@ -153,7 +164,9 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         daemonish = args.command in ("run", "demo")
-        audit.configure(fmt=args.log_format, stream=sys.stdout if daemonish else sys.stderr)
+        stream = sys.stdout if daemonish else sys.stderr
+        audit.configure(fmt=_log_format(args.log_format, stream, daemonish), stream=stream,
+                        colours=colour_wanted(stream))
         return _dispatch(args)
     except RotatorError as exc:
         print(f"rotator: error: {audit.redact_text(exc.diagnostics())}", file=sys.stderr)
@@ -169,8 +182,23 @@ def _main(argv: Sequence[str] | None) -> int:
         return 1
 
 
+def _log_format(asked: str | None, stream: TextIO, daemonish: bool) -> str:
+    """--log-format if given; else console lines for a person at the terminal a one-shot
+    command's events go to, JSON for anything else (pipes, files, journald). The daemon
+    writes JSON unless asked: its stdout is a log collector's, even under `docker run -t`."""
+    if asked is not None:
+        return asked
+    return "console" if not daemonish and is_terminal(stream) else "json"
+
+
 def _dispatch(args: argparse.Namespace) -> int:
-    from rotator.cli import commands
+    from rotator.cli import commands, completion
+
+    if args.command == "completion":
+        sys.stdout.write(completion.script(args.shell, build_parser()))
+        return 0
+    if args.command == completion.NAMES_COMMAND:
+        return completion.print_names(args.config)
 
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "check": commands.check,

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rotator.audit import pipeline as audit
 from rotator.cli.output import print_json, read_secret_arg
@@ -17,6 +17,9 @@ from rotator.errors import InputError, RecordError, RotatorError, UsageError
 from rotator.fsutil import trusted_dir_problem
 from rotator.keys.crypto import cert_info, load_certificate
 from rotator.keys.generate import import_key_record, init_key_record
+
+if TYPE_CHECKING:
+    from rotator.cli.progress import Progress
 
 
 def load(args: argparse.Namespace, *, read_only: bool = False) -> Config:
@@ -107,8 +110,23 @@ def rotate(args: argparse.Namespace) -> int:
     names = _names(args, config)
     # daemon.workers threads (endpoint round trips and fsyncs overlap), and for large fleets
     # one process per core; output in the order given, one JSON line per credential.
-    failed = rotate_names(config, names, force=args.force, dry_run=args.dry_run, emit=print_json)
+    failed = rotate_names(config, names, force=args.force, dry_run=args.dry_run, emit=print_json,
+                          progress=_progress(len(names)))
     return 1 if failed else 0
+
+
+def _progress(total: int) -> Progress | None:
+    """A progress line on stderr when it is a terminal and there is more than one credential
+    (the audit events then pass below it); None when piped: stderr stays as it was."""
+    from rotator.cli.progress import LineGuard, Progress
+    from rotator.cli.terminal import colour_wanted, is_terminal
+
+    if total < 2 or not is_terminal(sys.stderr):
+        return None
+    progress = Progress(total, sys.stderr, colour=colour_wanted(sys.stderr))
+    audit.use_stream(LineGuard(sys.stderr, progress))  # type: ignore[arg-type]
+    progress.draw(force=True)
+    return progress
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,12 +139,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    from rotator.cli.status import collect_status, exit_code, render_status
+    from rotator.cli.status import collect_status, exit_code, render_status, render_status_table
+    from rotator.cli.terminal import colour_wanted, is_terminal
 
     config = load(args)
     rows = collect_status(config)
     if args.json:
         print_json(rows)
+    elif is_terminal(sys.stdout):  # piped: the one-line-per-credential text scripts may read
+        sys.stdout.write(render_status_table(rows, config, colour=colour_wanted(sys.stdout)))
     else:
         sys.stdout.write(render_status(rows))
     return exit_code(rows)

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from rotator.cli.terminal import GREEN, RED, YELLOW, Cell, paint, table
 from rotator.config import Config
 from rotator.durations import format_duration
 from rotator.engine import Engine
@@ -142,3 +143,98 @@ def _printable(value: Any) -> Any:
         return value
     text = clean_text(" ".join(value.split()))
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
+
+# ---------------------------------------------------------------------------- the terminal table
+
+STATE_STALE_S = 60  # the daemon rewrites state.json within seconds of a change and on exit
+CELL_MAX = 60
+
+
+def render_status_table(rows: list[dict[str, Any]], config: Config, *, colour: bool) -> str:
+    """`rotator status` at a terminal: one aligned row per credential, problems in colour,
+    then the full text of every error (cut short in the table)."""
+    now = datetime.now(UTC)
+    cells, notes = [], []
+    for raw in rows:
+        row = {key: _printable(value) for key, value in raw.items()}
+        cred = config.credentials.get(row["credential"])
+        every = cred.every if cred else None
+        warn_days = max(cred.expiry_warnings) if cred and cred.expiry_warnings else 30
+        cells.append([
+            (row["credential"], None),
+            _age_cell(row, every, RED, YELLOW),
+            _next_run_cell(row.get("next_run"), now, RED),
+            _cert_cell(row, warn_days, RED, YELLOW),
+            _result_cell(row, now, RED, GREEN),
+        ])
+        for field, what in (("token_error", "token"), ("key_error", "key"), ("last_error", "last error")):
+            if row.get(field):
+                notes.append(paint(f"{row['credential']}: {what}: {row[field]}", RED, colour))
+    text = table(("CREDENTIAL", "TOKEN AGE", "NEXT RUN", "CERT DAYS LEFT", "LAST RESULT"), cells,
+                 colour=colour)
+    state_age = next((r.get("state_age_s") for r in rows if r.get("state_age_s") is not None), None)
+    if rows and state_age is not None:
+        line = f"daemon state written {format_duration(state_age)} ago"
+        stale = state_age > STATE_STALE_S
+        notes.append(paint(line + (": is the daemon running?" if stale else ""),
+                           YELLOW if stale else None, colour))
+    elif rows:
+        notes.append("no daemon state (daemon.state_dir unset, or the daemon has not run): "
+                     "next run and last result unknown")
+    return text + "".join(f"{note}\n" for note in notes)
+
+
+def _age_cell(row: dict[str, Any], every: float | None, red: str, yellow: str) -> Cell:
+    if row.get("token_error"):
+        return "unreadable", red
+    age = row.get("token_age_s")
+    if age is None:
+        return "no token", yellow
+    # policy.refresh_deadline: a token older than two intervals means rotations are not landing
+    late = every is not None and age > 2 * every
+    return format_duration(age), red if late else None
+
+
+def _next_run_cell(next_run: Any, now: datetime, red: str) -> Cell:
+    when = _parse_time(next_run)
+    if when is None:
+        return "-", None
+    delta = (when - now).total_seconds()
+    if delta >= 0:
+        return f"in {format_duration(delta)}", None
+    return f"{format_duration(-delta)} overdue", red if -delta > 60 else None
+
+
+def _cert_cell(row: dict[str, Any], warn_days: int, red: str, yellow: str) -> Cell:
+    if row.get("key_error"):
+        return "unreadable", red
+    days = row.get("cert_days_left")
+    if days is None:
+        return "-", None
+    text = f"{days:.0f}" + (" (+ pending key)" if row.get("pending_key") else "")
+    if days <= 7:
+        return text, red
+    return text, yellow if days <= warn_days else None
+
+
+def _result_cell(row: dict[str, Any], now: datetime, red: str, green: str) -> Cell:
+    failures = row.get("consecutive_failures")
+    if failures:
+        error = row.get("last_error") or "see the audit log"
+        text = f"failed x{failures}: {error}"
+        return (text if len(text) <= CELL_MAX else text[: CELL_MAX - 1] + "…"), red
+    success = _parse_time(row.get("last_success"))
+    if success is not None:
+        return f"ok, {format_duration(max(0.0, (now - success).total_seconds()))} ago", green
+    return "-", None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None

@@ -36,6 +36,7 @@ from rotator.clock import rfc3339, utc_now
 from rotator.config import Config, load_config
 from rotator.daemon.health import HealthServer, read_metrics_token
 from rotator.daemon.metrics import Metrics
+from rotator.daemon.schedule_check import check_config as check_schedules
 from rotator.daemon.scheduling import CountingEngine, Rotations
 from rotator.daemon.sdnotify import Notifier
 from rotator.daemon.statefile import read_recent_requests, write_state
@@ -59,6 +60,15 @@ def load_daemon_config(path: Path) -> Config:
     for warning in config.warnings:
         audit.emit("config.warning", level="warning", warning=warning)
     return config
+
+
+def emit_schedule_warnings(config: Config) -> None:
+    """The schedule warnings `rotator check` prints, one `schedule.warning` each: a daemon
+    started without `check` (systemd, Kubernetes) still says in its log that a credential
+    will be paused by its request cap or that an org nears its login limit."""
+    for warning in check_schedules(config):
+        audit.emit("schedule.warning", level="warning", code=warning.code,
+                   credentials=list(warning.credentials), warning=warning.message)
 
 
 # The crash-consistency tests stop a daemon at a named engine step. They install their hook
@@ -114,6 +124,7 @@ class Daemon:
         config = self.config = load_daemon_config(self.config_path)
         audit.emit("config.loaded", path=str(self.config_path), credentials=len(config.credentials),
                    stores=len(config.stores))
+        emit_schedule_warnings(config)
         rotations = self.rotations = Rotations(
             self.metrics, workers=config.daemon.workers, on_change=self._changed
         )
@@ -226,6 +237,7 @@ class Daemon:
         audit.emit("config.reloaded", path=str(self.config_path), added=added, removed=removed,
                    changed=changed, credentials=len(new.credentials),
                    needs_restart=restart or None)
+        emit_schedule_warnings(new)
         self._write_state()
         self.notifier.ready(rotations.summary())
         return True
@@ -321,7 +333,7 @@ def _start_renewers(engine: Engine, rotations: Rotations) -> None:
             start(lambda exc: exc is not None and rotations._store_trouble(exc))
 
 
-def run_daemon(config_path: Path, *, log_format: str = "json") -> int:
+def run_daemon(config_path: Path, *, log_format: str | None = None) -> int:
     """The `run` command. Audit JSON lines already go to stdout (`cli.main` set that up)."""
     del log_format  # the pipeline is configured by the CLI; kept for the command's signature
     daemon = Daemon(config_path)
