@@ -25,7 +25,6 @@ from rotator.audit.fingerprint import token_fingerprint
 from rotator.clock import Clock
 from rotator.config import Config, CredentialConfig
 from rotator.errors import (
-    EndpointProtocolError,
     InternalError,
     RecordError,
     RotatorError,
@@ -160,9 +159,9 @@ class Engine:
                 raise
             pending = cred.keys.load_pair(keyrec.pending, "pending", record.version).signer
             response = cred.provider.exchange(cred.mint(pending, self.clock()))
-        if not response.instance_url:
-            raise EndpointProtocolError(cred.provider.token_url, "token response has no instance_url",
-                                        hint="the Metadata API is reached at the instance_url")
+        # `publish.via` names a Salesforce credential (config), and the Salesforce provider
+        # refuses a token reply without instance_url (EndpointProtocolError): always set here
+        assert response.instance_url
         return response.instance_url, response.access_token
 
     # -- building blocks (also used by the CLI and the scheduler)
@@ -264,7 +263,7 @@ class Engine:
         old: Record | None,
         rotation_id: str,
         *,
-        reused: bool = False,
+        reused: bool,
     ) -> RotationResult:
         """Write `new` (compare-and-set). A `reused` token (the endpoint answered with the token
         already stored: Salesforce reuses a still-active session) is re-recorded with its new

@@ -5,7 +5,7 @@ or the Vault emulator) and asserts exactly what the engine passed on: the compar
 version, the idempotency key (`request_id` = the rotation id), the write's metadata labels,
 the audit events' fields, and the `RotationResult`. The only wrapper is `RecordingStore`,
 which keeps each write's arguments and then hands them to the real store unchanged.
-Found by mutation testing (docs/mutation-engine.md): these were the engine's blind spots.
+Found by mutation testing (docs/mutation.md): these were the engine's blind spots.
 """
 
 from __future__ import annotations

@@ -341,6 +341,7 @@ def test_a_token_failing_its_probe_is_not_written(probe, run_cli, endpoint, tmp_
     assert named(events, "token.written") == [] and named(events, "token.reused") == []
     (failed,) = named(events, "token.verification_failed")
     assert failed["probe"] == probe and failed["status"] == 401
+    assert failed["log_level"] == "warning"  # the rotation.failed line that follows is the error
     assert failed["error_code"] == "INVALID_SESSION_ID"
     (rotation,) = named(events, "rotation.failed")
     assert rotation["error_class"] == "TokenVerificationFailed" and "HTTP 401" in rotation["diagnosis"]
