@@ -184,7 +184,9 @@ class _HTTPSPool(HTTPSConnectionPool):
         return _watch(super()._get_conn(timeout))
 
 
-_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+# pools whose connections obey deadline_scope (a PoolManager's pool_classes_by_scheme)
+POOL_CLASSES = {"http": _HTTPPool, "https": _HTTPSPool}
+_POOLS = POOL_CLASSES
 
 
 class DeadlineAdapter(HTTPAdapter):

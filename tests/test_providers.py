@@ -135,3 +135,32 @@ def test_oauth_instance_url_follows_the_url_rule() -> None:
     for bad in ("http://evil.example", 5):
         with pytest.raises(EndpointProtocolError):
             parse_oauth_success("u", {"access_token": "t", "instance_url": bad})
+
+
+def test_token_requests_reuse_one_connection_and_a_proxy_is_still_honoured(endpoint, monkeypatch) -> None:
+    """Without a proxy the token POST goes through urllib3's pools (one kept-alive connection
+    for many requests); with one configured it goes through requests, which applies it."""
+    from rotator.errors import EndpointUnavailable
+    from rotator.providers import base
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+                 "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    url = endpoint.url + "/services/oauth2/token"
+    base.reset_shared_session()
+    try:
+        for _ in range(3):
+            reply = base.post_form(url, {"grant_type": "nonsense"}, timeout=10)
+            assert reply.status == 400 and reply.is_json
+        pools = base.shared_pools()
+        assert pools is not None
+        pool = pools.connection_from_url(url)
+        assert (pool.num_connections, pool.num_requests) == (1, 3)
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens on discard
+        monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+        base.reset_shared_session()
+        assert base.shared_pools() is None
+        with pytest.raises(EndpointUnavailable, match="connection failed"):
+            base.post_form(url, {"grant_type": "nonsense"}, timeout=10)
+    finally:
+        base.reset_shared_session()
