@@ -73,10 +73,19 @@ def _redact_value(value: Any) -> Any:
     return redact_text(str(value))
 
 
+_PLAIN = (bool, int, float, type(None))
+
+
 def redact(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: mask secret-named fields and secret-looking text everywhere."""
     for key in list(event_dict):
-        event_dict[key] = REDACTED if is_secret_field(key) else _redact_value(event_dict[key])
+        value = event_dict[key]
+        if is_secret_field(key):
+            event_dict[key] = REDACTED
+        elif type(value) is str:  # the common case, without _redact_value's dispatch
+            event_dict[key] = redact_text(value)
+        elif type(value) not in _PLAIN:
+            event_dict[key] = _redact_value(value)
     return event_dict
 
 
