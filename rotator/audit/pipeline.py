@@ -270,10 +270,30 @@ def _route_stdlib_logging() -> None:
     root.setLevel(logging.WARNING)
 
 
+_bound: tuple[tuple[Any, ...], Any] | None = None  # (the structlog config it was made for, logger)
+
+
+def _logger() -> Any:
+    """The "rotator" logger, bound once per structlog configuration (get_logger builds a new
+    proxy and binds it on every call). Keyed on the configuration's objects themselves, which
+    the cache keeps alive, so a reconfiguration (capture_logs in tests) is always noticed."""
+    global _bound
+    config = structlog.get_config()
+    key = (config["processors"], config["logger_factory"], config["wrapper_class"],
+           config["context_class"])
+    cached = _bound
+    if cached is not None and len(cached[0]) == len(key) and all(
+            a is b for a, b in zip(cached[0], key, strict=True)):
+        return cached[1]
+    logger = structlog.get_logger("rotator").bind()
+    _bound = (key, logger)
+    return logger
+
+
 def emit(event: str, **fields: Any) -> None:
     """Record one audit event (see rotator.audit.events / docs/audit-events.md for the catalogue)."""
     level = fields.pop("level", None)
-    logger = structlog.get_logger("rotator")
+    logger = _logger()
     if level == "warning":
         logger.warning(event, **fields)
     elif level == "error":
