@@ -89,13 +89,20 @@ def _ca_bundle() -> str | bool:
     return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
 
 
+_PROXIED = object()  # _pools when a proxy is configured
+
+
 def shared_pools() -> urllib3.PoolManager | None:
     """The token request's connection pools (None when a proxy is configured: then requests,
-    which knows no_proxy and the rest, sends it). Same TLS trust as the shared session."""
+    which knows no_proxy and the rest, sends it). Same TLS trust as the shared session; like
+    it, the environment is read once (reset_shared_session reads it again)."""
     global _pools
-    if _proxied():
-        return None
+    made = _pools
+    if made is not None:
+        return None if made is _PROXIED else made  # type: ignore[return-value]
     with _session_lock:
+        if _pools is None and _proxied():
+            _pools = _PROXIED  # type: ignore[assignment]
         if _pools is None:
             bundle = _ca_bundle()
             if bundle is True:
@@ -107,7 +114,7 @@ def shared_pools() -> urllib3.PoolManager | None:
                                         cert_reqs="CERT_REQUIRED", **where)
             pools.pool_classes_by_scheme = dict(POOL_CLASSES)  # deadline_scope watches them
             _pools = pools
-        return _pools
+        return None if _pools is _PROXIED else _pools  # type: ignore[return-value]
 
 
 def shared_session() -> requests.Session:
