@@ -50,6 +50,7 @@ class FileStore:
         self.name = name
         self.root = root
         self._real_root = root.resolve()  # resolved once: below it, no symlink is followed
+        self._root_text = str(self._real_root)
         self._root_checked = False
         self._key: bytes | None = None  # for version ids, from <root>/.version-key
         # directories (st_dev, st_ino) whose leftover temp files this process has swept: once
@@ -75,7 +76,7 @@ class FileStore:
         except RecordError as exc:
             exc.version = self._version(raw)
             raise
-        return Record(data, self._version(raw), {"file": str(self._real_root / f"{path}.json")})
+        return Record(data, self._version(raw), {"file": f"{self._root_text}/{path}.json"})
 
     def write(
         self,
@@ -186,25 +187,23 @@ class FileStore:
         if not self._root_checked:
             self._check_root()
         *folders, leaf = path.split("/")
-        if create:
-            make_private_dirs(self._real_root)
         try:
             fd = os.open(self._real_root, _DIR_FLAGS)
         except FileNotFoundError:
-            yield None, leaf
-            return
+            if not create:
+                yield None, leaf
+                return
+            make_private_dirs(self._real_root)
+            fd = os.open(self._real_root, _DIR_FLAGS)
         try:
-            self._trust_dir(fd, self._real_root, path)
+            self._trust_dir(fd, self._root_text, path)
             if self._key is None:
                 self._key = _version_key(fd)
-            where = self._real_root
+            where = self._root_text  # for messages only: a str, not a Path per component
             for folder in folders:
-                where = where / folder
-                if create:
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(folder, 0o700, dir_fd=fd)
+                where = f"{where}/{folder}"
                 try:
-                    child = os.open(folder, _DIR_FLAGS, dir_fd=fd)
+                    child = _open_dir(fd, folder, create=create)
                 except FileNotFoundError:
                     yield None, leaf
                     return
@@ -220,7 +219,7 @@ class FileStore:
         finally:
             os.close(fd)
 
-    def _trust_dir(self, fd: int, where: Path, path: str) -> None:
+    def _trust_dir(self, fd: int, where: Path | str, path: str) -> None:
         problem = dir_problem(os.fstat(fd), where)
         if problem is not None:
             raise StoreAccessDenied(self.name, path, f"refusing an untrusted store directory: {problem}")
@@ -290,6 +289,20 @@ def _read_capped(fd: int, size: int) -> bytes:
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_dir(parent_fd: int, folder: str, *, create: bool) -> int:
+    """Open `folder` under its parent (never through a symlink), made 0700 first if missing
+    and `create`. Opened first, made only when missing: an existing directory (nearly always)
+    costs no failing mkdir call."""
+    try:
+        return os.open(folder, _DIR_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder, 0o700, dir_fd=parent_fd)
+    return os.open(folder, _DIR_FLAGS, dir_fd=parent_fd)
 
 
 @contextlib.contextmanager
