@@ -26,11 +26,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
-from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+if TYPE_CHECKING:
+    import requests
 
 # After the deadline, look again this often for a socket that appeared meanwhile (a connect
 # that completed just after the watchdog first fired).
@@ -189,17 +190,35 @@ POOL_CLASSES = {"http": _HTTPPool, "https": _HTTPSPool}
 _POOLS = POOL_CLASSES
 
 
-class DeadlineAdapter(HTTPAdapter):
-    """An HTTPAdapter whose connections obey the thread's deadline_scope (if any)."""
+def _adapter_class() -> type:
+    """DeadlineAdapter, made on first use: requests (~9 MiB resident) is imported only by a
+    process that uses it (a proxy, the Vault store, the Metadata API, the token probe)."""
+    from requests.adapters import HTTPAdapter
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+    class DeadlineAdapter(HTTPAdapter):
+        """An HTTPAdapter whose connections obey the thread's deadline_scope (if any)."""
 
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        manager.pool_classes_by_scheme = dict(_POOLS)
-        return manager
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+
+        def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+            manager.pool_classes_by_scheme = dict(_POOLS)
+            return manager
+
+    return DeadlineAdapter
+
+
+_made: dict[str, type] = {}
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: `from rotator.deadline import DeadlineAdapter`
+    if name == "DeadlineAdapter":
+        if name not in _made:
+            _made[name] = _adapter_class()
+        return _made[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read_body(

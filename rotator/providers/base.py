@@ -13,28 +13,24 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
-import requests
 import urllib3
 
 from rotator import __version__
-from rotator.deadline import (
-    POOL_CLASSES,
-    Deadline,
-    DeadlineAdapter,
-    DeadlineExceeded,
-    deadline_scope,
-    read_body,
-)
+from rotator.deadline import POOL_CLASSES, Deadline, DeadlineExceeded, deadline_scope, read_body
 from rotator.errors import EndpointProtocolError, EndpointUnavailable, TokenRejected
 from rotator.sanitize import sanitize_remote
+
+if TYPE_CHECKING:
+    import requests
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -66,7 +62,7 @@ class Provider(Protocol):
 
 _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy")
 _session_lock = threading.Lock()
-_session: requests.Session | None = None
+_session: requests.Session | None = None  # made on first use: requests is imported only then
 
 
 _pools: urllib3.PoolManager | None = None
@@ -120,6 +116,10 @@ def shared_pools() -> urllib3.PoolManager | None:
 def shared_session() -> requests.Session:
     """One HTTP session per process: connection reuse to each endpoint, no hidden retries."""
     global _session
+    import requests
+
+    from rotator.deadline import DeadlineAdapter
+
     with _session_lock:
         if _session is None:
             session = requests.Session()
@@ -169,8 +169,8 @@ def post_form(
             return _post_form(url, form, deadline, session_factory)
         except EndpointUnavailable:
             raise
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError,
-                DeadlineExceeded) as exc:
+        except (urllib3.exceptions.HTTPError, OSError, DeadlineExceeded) as exc:
+            # (requests' RequestException is an OSError)
             if deadline.expired:
                 raise EndpointUnavailable(url, f"no reply within {timeout:g}s") from None
             raise EndpointUnavailable(url, f"reply cut off ({_reason(exc)})") from None
@@ -222,6 +222,8 @@ def _post_form_direct(url: str, form: dict[str, str], deadline: Deadline,
 def _post_form(
     url: str, form: dict[str, str], deadline: Deadline, session_factory: Callable[[], requests.Session]
 ) -> HttpReply:
+    import requests
+
     try:
         response = session_factory().post(
             url,
@@ -251,17 +253,28 @@ def _unavailable(url: str, exc: Exception, deadline: Deadline) -> EndpointUnavai
         return EndpointUnavailable(url, f"no reply within {timeout:g}s")
     if isinstance(exc, urllib3.exceptions.NewConnectionError):  # a ConnectTimeoutError subclass
         return EndpointUnavailable(url, f"connection failed ({_reason(exc)})")
-    if isinstance(exc, requests.exceptions.ConnectTimeout | urllib3.exceptions.ConnectTimeoutError):
+    # requests' errors when it sent the request (it was imported then); urllib3's otherwise
+    loaded = sys.modules.get("requests.exceptions")
+    errors: Any = loaded if loaded is not None else _NoRequests
+    if isinstance(exc, errors.ConnectTimeout | urllib3.exceptions.ConnectTimeoutError):
         return EndpointUnavailable(url, "connection timed out", hint="is the host reachable?")
-    if isinstance(exc, requests.exceptions.Timeout | urllib3.exceptions.TimeoutError):
+    if isinstance(exc, errors.Timeout | urllib3.exceptions.TimeoutError):
         return EndpointUnavailable(url, f"no reply within {timeout:g}s")
-    if isinstance(exc, requests.exceptions.SSLError | urllib3.exceptions.SSLError):
+    if isinstance(exc, errors.SSLError | urllib3.exceptions.SSLError):
         return EndpointUnavailable(
             url, "TLS handshake failed", hint="check the server certificate and the CA bundle"
         )
-    if isinstance(exc, requests.exceptions.ConnectionError | urllib3.exceptions.ProtocolError | OSError):
+    if isinstance(exc, errors.ConnectionError | urllib3.exceptions.ProtocolError | OSError):
         return EndpointUnavailable(url, f"connection failed ({_reason(exc)})")
     return EndpointUnavailable(url, f"request failed ({type(exc).__name__})")
+
+
+class _Never(Exception):
+    """Matches nothing: stands in for requests' exception classes while requests is not loaded."""
+
+
+class _NoRequests:
+    ConnectTimeout = Timeout = SSLError = ConnectionError = _Never
 
 
 def _reason(exc: Exception) -> str:
