@@ -25,10 +25,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
-from structlog.contextvars import bound_contextvars, merge_contextvars
-from structlog.tracebacks import ExceptionDictTransformer
-
+# structlog, imported without rich: see rotator.audit._lean
+from rotator.audit._lean import ExceptionDictTransformer, bound_contextvars, merge_contextvars, structlog
 from rotator.audit.stamp import TS_FORMAT, actor
 
 # re-exported: the audit API has always named these
