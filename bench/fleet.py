@@ -518,8 +518,8 @@ def _verdicts(
             notes.append(
                 f"Linearity: CPU per credential at {top:,} is {100 * growth:+.0f}% against 100 "
                 f"({100 * in_signs:+.0f}% counted in signatures, which cancels a machine that got "
-                f"busier between the passes); target within ±10% — "
-                f"{'met' if abs(in_signs) <= 0.10 else 'not met'}."
+                f"busier or quieter between the passes); target: at most 10% above — "
+                f"{'met' if in_signs <= 0.10 else 'not met'}."
             )
     notes.append(
         "`rotator CPU` is the rotator process's CPU time over wall time (100% = one core); "
