@@ -316,7 +316,7 @@ class Rotations:
         result = engine.rotate(name)
         self.metrics.rotation(name, result.action, result.duration, result.error)
         key_changed = bool(result.key_sha256) and result.key_sha256 != state.key_sha256
-        token, _known = self._observe(engine, state, key=key_changed)
+        token, _known = self._observe(engine, state, key=key_changed, written=result.token)
         with self._lock:
             state.runs += 1
             state.last_result = result.action
@@ -381,13 +381,15 @@ class Rotations:
     # ------------------------------------------------------------------ observing the stores
 
     def _observe(
-        self, engine: Engine, state: CredentialState, *, key: bool
+        self, engine: Engine, state: CredentialState, *, key: bool, written: TokenRecord | None = None,
     ) -> tuple[TokenRecord | None, bool]:
-        """Read the stored token (and the certificate): (token or None, whether it was read)."""
+        """Read the stored token (and the certificate): (token or None, whether it was read).
+        `written`: the token this process has just stored (compare-and-set, so it is what the
+        store holds): used as is rather than read back."""
         name = state.name
         cred = engine.config.credential(name)
         try:
-            token, _ = engine.read_token(name)
+            token = written if written is not None else engine.read_token(name)[0]
         except RotatorError as exc:
             self._store_trouble(exc)
             with self._lock:
