@@ -199,8 +199,11 @@ LAYERS = (
     ("interpreter", ()),
     ("pydantic (config)", ("pydantic",)),
     ("cryptography (keys, OpenSSL)", ("cryptography.x509", "cryptography.hazmat.primitives.asymmetric.rsa")),
-    ("requests (token endpoint)", ("requests",)),
-    ("structlog, PyJWT (audit, assertions)", ("structlog", "jwt")),
+    # the token request uses urllib3 directly; requests is loaded only for a proxy, Vault,
+    # verify or the Metadata API (issue 21)
+    ("urllib3 (token endpoint)", ("urllib3",)),
+    # structlog as rotator imports it: without rich and pygments (rotator.audit._lean)
+    ("structlog, PyJWT (audit, assertions)", ("rotator.audit._lean", "jwt")),
     ("rotator engine, config, stores", ("rotator.engine", "rotator.stores.file")),
     ("APScheduler, prometheus-client", ("apscheduler.schedulers.background", "prometheus_client")),
     ("daemon modules", ("rotator.daemon.service",)),

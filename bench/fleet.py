@@ -10,7 +10,10 @@ its own process with one connected app per key and the login rate limit raised.
   (`daemon.workers`, default 4);
 * the headline: the real CLI, `rotator rotate --all --force`, as a subprocess;
 * the Vault emulator, if rotator.stores.vault exists;
-* a cProfile of one sequential pass, summed by what the time is spent on.
+* a cProfile of one sequential pass, summed by what the time is spent on;
+* the ratio the issue asks about: CPU per rotation ÷ the CPU of one raw RSA-2048 signature
+  (cryptography's `key.sign`, PKCS#1 v1.5 + SHA-256), both measured in this run, so the
+  ratio holds on a faster or a busier machine. Target: at most 3x.
 
 Run alone: `python -m bench.fleet [--quick]`.
 """
@@ -44,8 +47,9 @@ from bench._common import (
 )
 
 TARGET_SECONDS = 5.0  # 1,000 credentials on the file store, the real CLI
+RATIO_TARGET = 3.0  # CPU per rotation, in raw RSA-2048 signatures (issue 21)
 COLUMNS = ["Store", "Credentials", "Run", "Workers", "Total s", "Rotations/s", "ms / credential",
-           "CPU ms / credential", "rotator CPU", "endpoint CPU", "Failed"]
+           "CPU ms / credential", "CPU ÷ raw sign", "rotator CPU", "endpoint CPU", "Failed"]
 PROFILE_COLUMNS = ["Part of a rotation", "calls / rotation", "ms / rotation", "share"]
 # (label, file suffix, function name) — cumulative time of these functions in the profile
 PROFILE_PARTS = (
@@ -56,9 +60,10 @@ PROFILE_PARTS = (
     ("certificates: facts and fingerprint (cert_info)", "rotator/keys/crypto.py", "cert_info"),
     ("read token record", "rotator/engine.py", "_read_token"),
     ("mint (PyJWT encode + RSA sign)", "jwt/api_jwt.py", "encode"),
-    ("HTTP exchange (requests; includes waiting for the endpoint)", "requests/sessions.py", "request"),
-    ("  of which: proxy settings from the environment", "requests/sessions.py",
-     "merge_environment_settings"),
+    ("HTTP exchange (urllib3; includes waiting for the endpoint)", "rotator/providers/base.py",
+     "exchange_assertion"),
+    ("  of which: reply checks (instance_url, id, expiry)", "rotator/providers/salesforce.py",
+     "parse_success"),
     ("  of which: waiting on the socket", "~", "<method 'recv_into' of '_socket.socket' objects>"),
     ("write token record (CAS, temp file, rename)", "rotator/engine.py", "_write_token"),
     ("  of which: fsync", "~", "<built-in method posix.fsync>"),
@@ -96,6 +101,33 @@ def one_pass(engine: Any, names: list[str], workers: int, endpoint: Any) -> dict
     }
 
 
+def raw_sign_seconds(ctx: Ctx, seconds: float) -> float:
+    """CPU seconds (this thread's clock) of one raw RSA-2048 signature over a signing input
+    of an assertion's length: the unit a rotation's cost is counted in."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    from bench._common import rate
+
+    key = ctx.keys.rsa(2048, 0)[0]
+    message = b"x" * 420  # base64url header + "." + claims of a Salesforce assertion
+    pad, digest = padding.PKCS1v15(), hashes.SHA256()
+    return 1 / rate(lambda: key.sign(message, pad, digest), seconds)
+
+
+_sign_cost: list[float] = []  # raw sign CPU seconds measured in this run (for the ratio column)
+
+
+def _ratio(cpu_per_rotation: float, sign: float | None = None) -> str:
+    """CPU per rotation in raw signatures: against the signature timed around this pass if
+    there is one, else the mean of those timed in this run so far."""
+    if sign is None:
+        if not _sign_cost:
+            return "—"
+        sign = sum(_sign_cost) / len(_sign_cost)
+    return f"{cpu_per_rotation / sign:.1f}x"
+
+
 def _row(store: str, n: int, run: str, workers: int | str, found: dict[str, Any]) -> dict[str, Any]:
     wall = found["wall"]
     ep = found.get("endpoint_cpu")
@@ -105,6 +137,7 @@ def _row(store: str, n: int, run: str, workers: int | str, found: dict[str, Any]
         "Total s": round(wall, 2), "Rotations/s": round(n / wall, 1),
         "ms / credential": fmt_ms(wall / n),
         "CPU ms / credential": fmt_ms(cpu / n) if cpu is not None else "—",
+        "CPU ÷ raw sign": _ratio(cpu / n, found.get("sign")) if cpu is not None else "—",
         "rotator CPU": f"{100 * cpu / wall:.0f}%" if cpu is not None else "—",
         "endpoint CPU": f"{100 * ep / wall:.0f}%" if ep is not None else "—",
         "Failed": found["failed"],
@@ -124,6 +157,9 @@ def run(ctx: Ctx) -> Table:
     largest = max(*prof.fleet_sizes, prof.fleet_workers_n, prof.fleet_cli, prof.fleet_vault,
                   prof.profile_n)
     ctx.log(f"fleet: endpoint with {largest} users")
+    sign_seconds = max(0.3, prof.mint_round_seconds * 5)
+    _sign_cost.clear()
+    _sign_cost.append(raw_sign_seconds(ctx, sign_seconds))
     with salesforce_server(ctx, fleet_apps(ctx, largest), name="fleet") as endpoint, quiet_audit():
         fleets: dict[int, Any] = {}
 
@@ -140,15 +176,21 @@ def run(ctx: Ctx) -> Table:
         per_credential: dict[int, float] = {}
         cpu_per_credential: dict[int, float] = {}
         tenths: dict[int, list[float]] = {}
+        sign_per_pass: dict[int, float] = {}
         by_workers: dict[int, float] = {}
         for n in prof.fleet_sizes:
             fleet = file_fleet(n)
             ctx.log(f"fleet: {n} credentials, sequential")
             engine = _engine(fleet.config)
+            before = raw_sign_seconds(ctx, sign_seconds)  # the unit, timed right around the pass
             found = one_pass(engine, fleet.names, 1, endpoint)
+            after = raw_sign_seconds(ctx, sign_seconds)
+            _sign_cost.extend((before, after))
+            found["sign"] = (before + after) / 2
             table.add(**_row("file", n, "in-process, fresh Engine", 1, found))
             per_credential[n] = found["wall"] / n
             cpu_per_credential[n] = found["cpu"] / n
+            sign_per_pass[n] = found["sign"]
             tenths[n] = found["tenths"]
             if n == prof.fleet_workers_n:
                 by_workers[1] = found["wall"]
@@ -159,6 +201,8 @@ def run(ctx: Ctx) -> Table:
         table.data["per_credential"] = per_credential
         table.data["cpu_per_credential"] = cpu_per_credential
         table.data["tenths"] = tenths
+        table.data["sign_per_pass"] = sign_per_pass
+        table.data["ratio"] = {k: cpu_per_credential[k] / sign_per_pass[k] for k in sign_per_pass}
 
         # -- thread pool, as the CLI runs it (1 worker: the scaling pass above)
         n = prof.fleet_workers_n
@@ -333,7 +377,7 @@ def _profile(ctx: Ctx, fleet: Any, n: int) -> Table:
     sub.data["calls_per_rotation"] = {
         function: sum(nc for (_f, _l, fname), (_cc, nc, _tt, _ct, _c) in stats.items()
                       if fname == function) / n
-        for function in ("check_pair", "cert_info", "merge_environment_settings", "emit",
+        for function in ("check_pair", "cert_info", "post_form", "emit",
                          "<built-in method posix.fsync>")
     }
     sub.data["top_tottime"] = [
@@ -351,16 +395,14 @@ def _micro(ctx: Ctx, calls: dict[str, float], url: str) -> Table:
     """The per-rotation costs the profile points at, each timed alone (no profiler)."""
     import os
 
-    import requests
-
     from bench._common import rate
     from rotator.audit import pipeline as audit
     from rotator.keys.crypto import cert_info, check_pair, load_certificate, load_private_key
+    from rotator.providers.base import post_form
 
     ctx.log("fleet: per-rotation costs, one at a time")
     _, pem, cert_pem = ctx.keys.rsa(2048, 0)
     key, cert = load_private_key(pem), load_certificate(cert_pem)
-    session = requests.Session()
     token_url = url + "/services/oauth2/token"
     seconds = max(0.05, ctx.profile.mint_round_seconds * 2)
 
@@ -386,14 +428,16 @@ def _micro(ctx: Ctx, calls: dict[str, float], url: str) -> Table:
          1 / rate(lambda: check_pair(key, cert, where="bench"), seconds)),
         ("`load_certificate` + `cert_info` (parse, names, SHA-256)", "cert_info",
          1 / rate(lambda: cert_info(load_certificate(cert_pem)), seconds)),
-        (f"requests: proxy settings from the environment ({len(os.environ)} variables)",
-         "merge_environment_settings",
-         1 / rate(lambda: session.merge_environment_settings(token_url, {}, None, None, None), seconds)),
+        ("`post_form`: one token request on loopback (client side only; urllib3)", "post_form",
+         1 / rate(lambda: post_form(token_url, {"grant_type": "bench"}, timeout=10), seconds)),
+        ("raw RSA-2048 signature (cryptography `key.sign`, the unit of the ratio)", "sign",
+         raw_sign_seconds(ctx, seconds)),
         ("`audit.emit` of one event (structlog, redaction, JSON to /dev/null)", "emit",
          1 / rate(emit, seconds)),
         ("`os.fsync` of a small file (wall clock, median)", "<built-in method posix.fsync>",
          median(fsync_times)),
     )
+    calls = {**calls, "sign": 1.0}  # the assertion's own signature
     sub = Table("fleet-micro", "The costs the profile points at, each timed alone", MICRO_COLUMNS)
     for label, function, each in costs:
         times = calls.get(function, 0.0)
@@ -455,6 +499,28 @@ def _verdicts(
             "Threads overlap the endpoint round trips and fsyncs; the Python work of a rotation "
             "holds the GIL, so a single process tops out near one core (`rotator CPU`)."
         )
+    ratio = table.data.get("ratio") or {}
+    if ratio:
+        at = 1000 if 1000 in ratio else max(ratio)
+        sign = table.data["sign_per_pass"][at]
+        verdict = "met" if ratio[at] <= RATIO_TARGET else "not met"
+        notes.append(
+            f"Cost of a rotation in signatures: at {at:,} credentials (sequential, fresh Engine) "
+            f"one rotation took {fmt_ms(cpu_per_credential[at])} ms of CPU and one raw RSA-2048 "
+            f"signature {fmt_ms(sign)} ms, timed just before and after the pass: "
+            f"**{ratio[at]:.1f}x** (target ≤ {RATIO_TARGET:.0f}x — {verdict}). By size: "
+            + ", ".join(f"{k:,}: {v:.1f}x" for k, v in sorted(ratio.items())) + "."
+        )
+        if 100 in ratio and max(ratio) > 100:
+            top = max(ratio)
+            growth = cpu_per_credential[top] / cpu_per_credential[100] - 1
+            in_signs = ratio[top] / ratio[100] - 1
+            notes.append(
+                f"Linearity: CPU per credential at {top:,} is {100 * growth:+.0f}% against 100 "
+                f"({100 * in_signs:+.0f}% counted in signatures, which cancels a machine that got "
+                f"busier or quieter between the passes); target: at most 10% above — "
+                f"{'met' if in_signs <= 0.10 else 'not met'}."
+            )
     notes.append(
         "`rotator CPU` is the rotator process's CPU time over wall time (100% = one core); "
         "`endpoint CPU` the same for the emulated token endpoint's process."

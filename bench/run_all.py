@@ -137,6 +137,11 @@ def summary(tables: dict[str, Table]) -> list[str]:
             ordered = sorted(cpu.items(), key=lambda kv: int(kv[0]))
             text += "; CPU per credential " + ", ".join(
                 f"{fmt_num(v * 1000)} ms at {int(k):,}" for k, v in ordered)
+        ratio = fleet.data.get("ratio") or {}
+        if ratio:
+            at = 1000 if 1000 in ratio else max(ratio, key=int)
+            text += (f"; one rotation costs **{ratio[at]:.1f}x** the CPU of one raw RSA-2048 "
+                     f"signature at {int(at):,} credentials (target ≤ 3x)")
         bullets.append(text + ".")
     footprint = tables.get("footprint")
     if footprint:

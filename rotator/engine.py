@@ -16,7 +16,7 @@ import hmac
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +59,9 @@ class RotationResult:
     key_sha256: str | None = None
     duration: float = 0.0
     rotation_id: str | None = None
+    # the token record this rotation wrote (rotated / reused): the daemon schedules the next
+    # run from it instead of reading back what was just written
+    token: TokenRecord | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -271,10 +274,11 @@ class Engine:
         new token, but its record must follow the session the login just extended (or the
         stored token would look ever older while it is fresh: docs/salesforce.md)."""
         ref = cred.config.token
+        data = new.to_data()
         try:
             written = cred.token_store.write(
                 ref.path,
-                new.to_data(),
+                data,
                 expected_version=old.version if old else None,
                 request_id=rotation_id,
                 metadata={"credential": cred.name, "key_sha256": new.key_sha256,
@@ -294,7 +298,9 @@ class Engine:
                    version=written.version, **({"reused": True} if reused else {}))
         return RotationResult(cred.name, True, "reused" if reused else "rotated",
                               token_version=written.version,
-                              key_sha256=new.key_sha256, rotation_id=rotation_id)
+                              key_sha256=new.key_sha256, rotation_id=rotation_id,
+                              # as a reader of the store sees it (to_data keeps whole seconds)
+                              token=TokenRecord.from_data(data, where=str(ref)))
 
     def _after_conflict(self, cred: Credential, exc: StoreConflict, rotation_id: str) -> RotationResult:
         """Another writer stored a token first. If theirs is fresh, use it; never overwrite it."""

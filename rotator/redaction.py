@@ -51,17 +51,45 @@ _TRIGGER = re.compile(
     r"|bearer|oauth|access_token|refresh_token|client_secret|secret_id|password|passphrase"
     r"|aws_secret_access_key|aws_session_token|assertion"
 )
+# The same literals, lowercase, for ASCII text: searching the lowercased text for them is
+# about five times faster than the case-insensitive alternation. Only ASCII text takes this
+# path: for it, (?i) on ASCII literals means exactly "the lowercased text contains the
+# lowercased literal" (non-ASCII text can match under Unicode case folding, e.g. U+017F for
+# "s", so it keeps the regex). tests/test_redaction_fastpath.py pins the equivalence.
+_TRIGGER_LITERALS = (
+    "-----begin", "authorization", "x-vault-token", "x-amz-security-token", "eyj", "hvs.", "hvb.",
+    "hvr.", "akia", "asia", "00d", "bearer", "oauth", "access_token", "refresh_token",
+    "client_secret", "secret_id", "password", "passphrase", "aws_secret_access_key",
+    "aws_session_token", "assertion",
+)
 _SHORTEST_MATCH = 10  # "password=x"
+_TRIGGER_LOWER = re.compile("|".join(re.escape(literal) for literal in _TRIGGER_LITERALS))
+
+
+def _triggered(text: str) -> bool:
+    if text.isascii():
+        return _TRIGGER_LOWER.search(text.lower()) is not None
+    return _TRIGGER.search(text) is not None
 
 
 def redact_text(text: str) -> str:
     """Mask everything in `text` that looks like a secret (see _PATTERNS)."""
-    if len(text) < _SHORTEST_MATCH or _TRIGGER.search(text) is None:
+    if len(text) < _SHORTEST_MATCH or not _triggered(text):
         return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
 
 
+_secret_names: dict[str, bool] = {}  # field name -> secret? (names come from code: few)
+
+
 def is_secret_field(name: object) -> bool:
-    return isinstance(name, str) and name.lower().replace("-", "_") in SECRET_FIELDS
+    if not isinstance(name, str):
+        return False
+    known = _secret_names.get(name)
+    if known is None:
+        known = name.lower().replace("-", "_") in SECRET_FIELDS
+        if len(_secret_names) < 4096:  # remote text can be a key (a reply's dict): bounded
+            _secret_names[name] = known
+    return known

@@ -255,3 +255,40 @@ def test_a_crashing_rotation_never_escapes_the_job(tmp_path: Path, secret_guard)
     ready, body = rotations.readiness()
     assert not ready and "no usable token" in body["credentials"]["sf"]["reason"]
     assert "internal error" in body["credentials"]["sf"]["reason"]
+
+
+def test_request_times_are_a_compact_sliding_window() -> None:
+    """The per-credential request history: oldest first, pruned from the front, 8 bytes a
+    request (the cap's window holds up to an hour of them)."""
+    import sys
+    import tracemalloc
+
+    from rotator import policy
+    from rotator.daemon.scheduling import RequestTimes
+
+    times = RequestTimes([1.0, 2.0])
+    times.extend([3.0, 4.0])
+    times.append(5.0)
+    times.prune(2.0)
+    assert list(times) == [3.0, 4.0, 5.0] and len(times) == 3
+    assert (times[0], times[-1], times[2]) == (3.0, 5.0, 5.0)
+    with pytest.raises(IndexError):
+        times[3]
+    assert policy.request_wait(times, now=10.0, limit=3, window=100.0) == 3.0 + 100.0 - 10.0
+    times.prune(4.5)
+    assert list(times) == [5.0]
+    times.prune(9.0)
+    assert list(times) == [] and len(times) == 0
+    assert policy.request_wait(times, now=10.0, limit=1) == 0.0
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        held = RequestTimes()
+        for i in range(18_000):
+            held.append(1.7e9 + i * 0.2 + 0.123)  # distinct floats, as time.time() gives
+        size = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert size / 18_000 < 10, f"{size / 18_000:.1f} bytes a request"
+    assert sys.getsizeof(held) < 200  # the times live in the array, not in the object

@@ -32,6 +32,7 @@ from rotator.config import Config, load_config
 from rotator.engine import STEPS, Engine, RotationResult, audit_fingerprint
 from rotator.errors import ConfigError, StoreConflict
 from rotator.keys.crypto import cert_info, load_certificate
+from rotator.policy import Due
 from rotator.records import TokenRecord
 from rotator.stores import Record, SecretStore, StoreSet, WriteResult
 from rotator.testing.salesforce import SalesforceEndpoint
@@ -525,3 +526,30 @@ def test_key_record_changes_use_the_version_the_rotation_read(setup: Setup) -> N
     assert key_writes, "nothing staged 25 days into a 30-day certificate"
     assert key_writes[0].kwargs["expected_version"] == read  # first try, no lost round trip
     assert key_file.read_bytes() != key_file.with_name("key.json.prev").read_bytes()
+
+
+def test_the_daemon_schedules_from_the_token_it_wrote_without_reading_it_back(setup: Setup) -> None:
+    """A rotation hands back the record it stored (never in its repr); the daemon computes the
+    next run from it instead of reading the token it has just written (issue 21)."""
+    from rotator.daemon.metrics import Metrics
+    from rotator.daemon.scheduling import Rotations
+
+    engine = setup.engine()
+    result = engine.rotate("sf", force=True)
+    assert result.action == "rotated" and result.token is not None
+    assert result.token.to_data() == setup.stored().data
+    assert result.token.access_token not in repr(result)
+
+    rotations = Rotations(Metrics(process=False), workers=1)
+    rotations.use(engine)
+    rotations.add("sf")
+    reads: list[str] = []
+    real = engine.read_token
+    engine.read_token = lambda name: reads.append(name) or real(name)  # type: ignore[method-assign]
+    with pytest.MonkeyPatch.context() as patch:  # the stored token is fresh: call it due
+        patch.setattr("rotator.engine.token_due", lambda *a, **k: Due(True, "test"))
+        rotations._run("sf")  # the job, as the scheduler runs it
+    state = rotations.states["sf"]
+    assert state.last_result == "rotated" and reads == []
+    stored = TokenRecord.from_data(setup.stored().data, where="test")
+    assert state.token_issued_at == stored.issued_at

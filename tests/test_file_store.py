@@ -138,12 +138,32 @@ def test_crash_leaves_no_partial_file(store: FileStore, tmp_path: Path, monkeypa
 
 
 def test_leftover_temp_files_are_swept(store: FileStore, tmp_path: Path) -> None:
-    """Temp files a killed writer left beside a record are removed by the next write."""
+    """Temp files a killed writer left beside a record are removed by the next process's first
+    write in that directory: its own record's, and another record's unless a live writer holds
+    that record's lock. Later writes of the same process do not list the directory again."""
+    import fcntl
+
     first = store.write("t", {"n": 1}, expected_version=None)
-    leftover = tmp_path / "root" / ".t.json.abc123.tmp"
-    leftover.write_text("partial")
-    other = tmp_path / "root" / ".u.json.abc123.tmp"
-    other.write_text("someone else's")
+    store.write("u", {"n": 1}, expected_version=None)
+    store.write("v", {"n": 1}, expected_version=None)
+    root = tmp_path / "root"
+    leftover = root / ".t.json.0123456789ab.tmp"
+    prev_leftover = root / ".t.json.prev.0123456789ab.tmp"
+    other = root / ".u.json.abcdefabcdef.tmp"
+    busy = root / ".v.json.abcdefabcdef.tmp"
+    for path in (leftover, prev_leftover, other, busy):
+        path.write_text("partial")
     store.write("t", {"n": 2}, expected_version=first.version)
-    assert not leftover.exists()
-    assert other.exists()  # only this record's leftovers
+    assert leftover.exists()  # this process swept the directory already
+    fd = os.open(root / "v.json.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a live writer of v
+        next_process = FileStore("local", root)
+        latest = next_process.read("t")
+        assert latest is not None
+        next_process.write("t", {"n": 3}, expected_version=latest.version)
+    finally:
+        os.close(fd)
+    assert not leftover.exists() and not prev_leftover.exists()
+    assert not other.exists()  # u's lock was free: nobody owns that temp file
+    assert busy.exists()  # v's writer is alive: its temp file is not a leftover

@@ -189,6 +189,35 @@ def test_key_cache_parses_once() -> None:
     assert len(cache) == 1
 
 
+def test_key_cache_shares_a_key_across_slots(monkeypatch) -> None:
+    """Credentials holding the same key and certificate parse and self-test it once; a slot
+    that moves to another key releases the old one when no slot holds it any more."""
+    import rotator.keys.crypto as crypto
+
+    def pair() -> tuple[str, str]:
+        key = generate_rsa_key()
+        cert = crypto.self_signed_certificate(key, common_name="cache")
+        return crypto.key_to_pem(key), crypto.cert_to_pem(cert)
+
+    (pem1, cert1), (pem2, cert2) = pair(), pair()
+    checks: list[int] = []
+    real = crypto.check_pair
+    monkeypatch.setattr(crypto, "check_pair", lambda *a, **k: checks.append(1) or real(*a, **k))
+    cache = KeyCache()
+    a = cache.load_checked("a/current", pem1, None, cert1, "RS256", where="a")
+    b = cache.load_checked("b/current", pem1, None, cert1, "RS256", where="b")
+    again = cache.load_checked("a/current", pem1, None, cert1, "RS256", where="a")
+    assert b[0] is a[0] and (a[2], b[2], again[2]) == (True, True, False)  # fresh per slot
+    assert len(checks) == 1 and len(cache) == 1
+    cache.load_checked("a/current", pem2, None, cert2, "RS256", where="a")
+    assert len(checks) == 2 and len(cache) == 2  # b still holds key 1
+    cache.load_checked("b/current", pem2, None, cert2, "RS256", where="b")
+    assert len(checks) == 2 and len(cache) == 1  # nobody holds key 1: dropped
+    assert cache.load("b/current", pem2, None, where="b") is not a[0]  # key 2, parsed already
+    with pytest.raises(KeyMaterialError, match="does not match"):
+        cache.load_checked("c/current", pem1, None, cert2, "RS256", where="c")
+
+
 def test_errors_never_echo_key_material() -> None:
     """A parse error names the field, never the key text."""
     body = (

@@ -135,3 +135,56 @@ def test_oauth_instance_url_follows_the_url_rule() -> None:
     for bad in ("http://evil.example", 5):
         with pytest.raises(EndpointProtocolError):
             parse_oauth_success("u", {"access_token": "t", "instance_url": bad})
+
+
+def test_token_requests_reuse_one_connection_and_a_proxy_is_still_honoured(endpoint, monkeypatch) -> None:
+    """Without a proxy the token POST goes through urllib3's pools (one kept-alive connection
+    for many requests); with one configured it goes through requests, which applies it."""
+    from rotator.errors import EndpointUnavailable
+    from rotator.providers import base
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+                 "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    url = endpoint.url + "/services/oauth2/token"
+    base.reset_shared_session()
+    try:
+        for _ in range(3):
+            reply = base.post_form(url, {"grant_type": "nonsense"}, timeout=10)
+            assert reply.status == 400 and reply.is_json
+        pools = base.shared_pools()
+        assert pools is not None
+        pool = pools.connection_from_url(url)
+        assert (pool.num_connections, pool.num_requests) == (1, 3)
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens on discard
+        monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+        base.reset_shared_session()
+        assert base.shared_pools() is None
+        with pytest.raises(EndpointUnavailable, match="connection failed"):
+            base.post_form(url, {"grant_type": "nonsense"}, timeout=10)
+    finally:
+        base.reset_shared_session()
+
+
+def test_the_daemon_and_a_token_request_do_not_load_requests(endpoint) -> None:
+    """requests (~9 MiB resident) stays out of a process whose token requests need no proxy:
+    the idle daemon's memory (issue 21). It is loaded by what uses it (Vault, verify, proxies).
+    So do rich and pygments, which structlog would import for features rotator does not use."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, rotator_subprocess_env
+
+    token_url = endpoint.url + "/services/oauth2/token"
+    code = (
+        "import sys\n"
+        "import rotator.cli.app, rotator.daemon.service, rotator.engine, rotator.stores.file\n"
+        "from rotator.providers import base\n"
+        f"reply = base.post_form({token_url!r}, {{'grant_type': 'x'}}, timeout=10)\n"
+        "print(reply.status, 'requests' in sys.modules, 'rich' in sys.modules)\n"
+    )
+    env = {k: v for k, v in rotator_subprocess_env().items() if "proxy" not in k.lower()}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["400", "False", "False"]

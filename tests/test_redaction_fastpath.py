@@ -24,3 +24,15 @@ def test_fast_path_equals_full_redaction(parts: list[str]) -> None:
     """For any text, redact_text gives exactly what running every pattern gives."""
     text = "".join(parts)
     assert audit.redact_text(text) == full_redaction(text)
+
+
+TRIGGER_PIECES = ["BeGiN", "-----", "AUTHORIZATION", "x-Vault-Token", "EYj", "HVS.", "hvR.", "aKiA",
+                  "00d", "OAuth", "Access_Token", "PASSPHRASE", "assertioN", "\u017f", "\u212a", "."]
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(st.lists(st.one_of(st.sampled_from(TRIGGER_PIECES + PIECES), st.text(max_size=6)), max_size=8))
+def test_the_literal_trigger_equals_the_regex(parts: list[str]) -> None:
+    """The ASCII substring check says "maybe a secret" exactly when the trigger regex does."""
+    text = "".join(parts)
+    assert audit._triggered(text) == (audit._TRIGGER.search(text) is not None)

@@ -25,10 +25,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
-from structlog.contextvars import bound_contextvars, merge_contextvars
-from structlog.tracebacks import ExceptionDictTransformer
-
+# structlog, imported without rich: see rotator.audit._lean
+from rotator.audit._lean import ExceptionDictTransformer, bound_contextvars, merge_contextvars, structlog
 from rotator.audit.stamp import TS_FORMAT, actor
 
 # re-exported: the audit API has always named these
@@ -74,10 +72,19 @@ def _redact_value(value: Any) -> Any:
     return redact_text(str(value))
 
 
+_PLAIN = (bool, int, float, type(None))
+
+
 def redact(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: mask secret-named fields and secret-looking text everywhere."""
     for key in list(event_dict):
-        event_dict[key] = REDACTED if is_secret_field(key) else _redact_value(event_dict[key])
+        value = event_dict[key]
+        if is_secret_field(key):
+            event_dict[key] = REDACTED
+        elif type(value) is str:  # the common case, without _redact_value's dispatch
+            event_dict[key] = redact_text(value)
+        elif type(value) not in _PLAIN:
+            event_dict[key] = _redact_value(value)
     return event_dict
 
 
@@ -295,10 +302,30 @@ def _route_stdlib_logging() -> None:
     root.setLevel(logging.WARNING)
 
 
+_bound: tuple[tuple[Any, ...], Any] | None = None  # (the structlog config it was made for, logger)
+
+
+def _logger() -> Any:
+    """The "rotator" logger, bound once per structlog configuration (get_logger builds a new
+    proxy and binds it on every call). Keyed on the configuration's objects themselves, which
+    the cache keeps alive, so a reconfiguration (capture_logs in tests) is always noticed."""
+    global _bound
+    config = structlog.get_config()
+    key = (config["processors"], config["logger_factory"], config["wrapper_class"],
+           config["context_class"])
+    cached = _bound
+    if cached is not None and len(cached[0]) == len(key) and all(
+            a is b for a, b in zip(cached[0], key, strict=True)):
+        return cached[1]
+    logger = structlog.get_logger("rotator").bind()
+    _bound = (key, logger)
+    return logger
+
+
 def emit(event: str, **fields: Any) -> None:
     """Record one audit event (see rotator.audit.events / docs/audit-events.md for the catalogue)."""
     level = fields.pop("level", None)
-    logger = structlog.get_logger("rotator")
+    logger = _logger()
     if level == "warning":
         logger.warning(event, **fields)
     elif level == "error":

@@ -19,13 +19,14 @@ reachability) is kept for /readyz, /metrics and state.json.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import random
 import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -85,12 +86,52 @@ class _CountedProvider:
         return getattr(self._inner, attr)
 
 
+class RequestTimes:
+    """Epoch times of one credential's token requests, oldest first: the sliding window of
+    max_requests_per_hour. Kept as C doubles (8 bytes a request; a deque of float objects
+    took about 32), because a busy credential holds up to an hour of them: at 1,800 requests
+    an hour, 14 KiB instead of 56 KiB per credential."""
+
+    __slots__ = ("_start", "_times")
+
+    def __init__(self, times: Iterable[float] = ()) -> None:
+        self._times = array("d", times)
+        self._start = 0  # entries before it are pruned, not yet cut off
+
+    def append(self, moment: float) -> None:
+        self._times.append(moment)
+
+    def extend(self, moments: Iterable[float]) -> None:
+        self._times.extend(moments)
+
+    def prune(self, before: float) -> None:
+        """Forget the requests at or before `before` (from the oldest on)."""
+        times, start = self._times, self._start
+        while start < len(times) and times[start] <= before:
+            start += 1
+        if start and 2 * start >= len(times):  # cut the dead head off: amortised O(1)
+            del times[:start]
+            start = 0
+        self._start = start
+
+    def __len__(self) -> int:
+        return len(self._times) - self._start
+
+    def __iter__(self) -> Iterator[float]:
+        return itertools.islice(self._times, self._start, None)
+
+    def __getitem__(self, index: int) -> float:
+        if not -len(self) <= index < len(self):
+            raise IndexError("request time index out of range")
+        return self._times[self._start + index] if index >= 0 else self._times[index]
+
+
 @dataclass
 class CredentialState:
     """What the daemon knows about one credential (guarded by Rotations._lock)."""
 
     name: str
-    requests: deque[float] = field(default_factory=deque)  # epoch times of token requests
+    requests: RequestTimes = field(default_factory=RequestTimes)  # epoch times of token requests
     consecutive_failures: int = 0
     last_error: str | None = None
     permanent: bool = False
@@ -275,7 +316,7 @@ class Rotations:
         result = engine.rotate(name)
         self.metrics.rotation(name, result.action, result.duration, result.error)
         key_changed = bool(result.key_sha256) and result.key_sha256 != state.key_sha256
-        token, _known = self._observe(engine, state, key=key_changed)
+        token, _known = self._observe(engine, state, key=key_changed, written=result.token)
         with self._lock:
             state.runs += 1
             state.last_result = result.action
@@ -340,13 +381,15 @@ class Rotations:
     # ------------------------------------------------------------------ observing the stores
 
     def _observe(
-        self, engine: Engine, state: CredentialState, *, key: bool
+        self, engine: Engine, state: CredentialState, *, key: bool, written: TokenRecord | None = None,
     ) -> tuple[TokenRecord | None, bool]:
-        """Read the stored token (and the certificate): (token or None, whether it was read)."""
+        """Read the stored token (and the certificate): (token or None, whether it was read).
+        `written`: the token this process has just stored (compare-and-set, so it is what the
+        store holds): used as is rather than read back."""
         name = state.name
         cred = engine.config.credential(name)
         try:
-            token, _ = engine.read_token(name)
+            token = written if written is not None else engine.read_token(name)[0]
         except RotatorError as exc:
             self._store_trouble(exc)
             with self._lock:
@@ -520,9 +563,8 @@ class Rotations:
             _log.error("internal error (%s) in the scheduler", type(exc).__name__)
 
 
-def _prune(requests: deque[float], now: float) -> None:
-    while requests and requests[0] <= now - policy.REQUEST_WINDOW_SECONDS:
-        requests.popleft()
+def _prune(requests: RequestTimes, now: float) -> None:
+    requests.prune(now - policy.REQUEST_WINDOW_SECONDS)
 
 
 def _at(epoch: float) -> datetime:

@@ -283,25 +283,36 @@ def cert_info(cert: x509.Certificate) -> CertInfo:
 
 
 class KeyCache:
-    """Parsed keys, one per slot (e.g. "sf-prod/current"): each key PEM is parsed once per process.
+    """Parsed keys by content: each distinct key PEM is parsed (and each key + certificate pair
+    self-tested) once per process, whichever credentials' slots (e.g. "sf-prod/current") hold it.
 
-    A slot keeps only its latest key, so a rotated-out key does not linger in memory.
+    A fleet whose credentials share one key (one record, or copies of it) pays the parse and
+    the probe signature of check_pair() once, not once per credential. A slot keeps only its
+    latest key, and a parsed key is dropped when no slot holds it any more, so a rotated-out
+    key does not linger in memory.
     """
 
     def __init__(self) -> None:
-        self._slots: dict[str, tuple[bytes, PrivateKey]] = {}
-        self._checked: dict[str, tuple[bytes, PrivateKey, CertInfo]] = {}
+        # slot -> content digest; digest -> parsed object; digest -> how many slots hold it
+        self._slots: dict[str, bytes] = {}
+        self._keys: dict[bytes, PrivateKey] = {}
+        self._key_refs: dict[bytes, int] = {}
+        self._checked: dict[str, bytes] = {}
+        self._pairs: dict[bytes, tuple[PrivateKey, CertInfo, bytes]] = {}  # + key digest
+        self._pair_refs: dict[bytes, int] = {}
         self._lock = threading.Lock()
 
     def load(self, slot: str, pem: str, passphrase: str | None, *, where: str) -> PrivateKey:
-        digest = hashlib.sha256(f"{pem}\0{passphrase or ''}".encode("utf-8", "surrogatepass")).digest()
+        digest = _digest(pem, passphrase or "")
         with self._lock:
-            cached = self._slots.get(slot)
-        if cached is not None and cached[0] == digest:
-            return cached[1]
+            key = self._keys.get(digest)
+            if key is not None:
+                _hold(self._slots, self._key_refs, self._keys, slot, digest)
+                return key
         key = load_private_key(pem, passphrase=passphrase, where=where)
         with self._lock:
-            self._slots[slot] = (digest, key)
+            key = self._keys.setdefault(digest, key)  # a racing thread's parse wins: one object
+            _hold(self._slots, self._key_refs, self._keys, slot, digest)
         return key
 
     def load_checked(
@@ -310,25 +321,51 @@ class KeyCache:
     ) -> tuple[PrivateKey, CertInfo, bool]:
         """Key + certificate facts, checked once for this exact pair and algorithm.
 
-        Returns (key, info, fresh): fresh is True when this call parsed and checked the pair
-        (the key was new to this process). The self-test signature and the certificate
-        parse happen only then, not on every rotation.
+        Returns (key, info, fresh): fresh is True when the pair is new to this slot (the
+        caller audits `key.loaded` once per credential and role). The parse, the self-test
+        signature and the certificate parse happen only for a pair new to the process.
         """
-        digest = hashlib.sha256(
-            f"{pem}\0{passphrase or ''}\0{certificate}\0{algorithm}".encode("utf-8", "surrogatepass")
-        ).digest()
+        digest = _digest(pem, passphrase or "", certificate, algorithm)
         with self._lock:
-            cached = self._checked.get(slot)
-        if cached is not None and cached[0] == digest:
-            return cached[1], cached[2], False
+            same = self._checked.get(slot) == digest
+            pair = self._pairs.get(digest)
+            if pair is not None:
+                key, info, key_digest = pair
+                _hold(self._checked, self._pair_refs, self._pairs, slot, digest)
+                # the slot's parsed key follows too, or the one it held before would linger
+                self._keys.setdefault(key_digest, key)
+                _hold(self._slots, self._key_refs, self._keys, slot, key_digest)
+                return key, info, not same
         key = self.load(slot, pem, passphrase, where=where)
         cert = load_certificate(certificate, where=where)
         check_key_for_algorithm(key, algorithm, where=where)
         check_pair(key, cert, where=where)
         info = cert_info(cert)
         with self._lock:
-            self._checked[slot] = (digest, key, info)
-        return key, info, True
+            pair = self._pairs.setdefault(digest, (key, info, _digest(pem, passphrase or "")))
+            _hold(self._checked, self._pair_refs, self._pairs, slot, digest)
+        return pair[0], pair[1], True
 
     def __len__(self) -> int:
-        return len(self._slots)
+        """How many distinct parsed keys are held."""
+        return len(self._keys)
+
+
+def _digest(*parts: str) -> bytes:
+    # surrogatepass: a record's JSON may carry a lone surrogate; it must hash, not raise
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).digest()
+
+
+def _hold(slots: dict[str, bytes], refs: dict[bytes, int], objects: dict[bytes, Any],
+          slot: str, digest: bytes) -> None:
+    """Point `slot` at `digest`; drop the object its previous digest named if no slot holds it."""
+    old = slots.get(slot)
+    if old == digest:
+        return
+    slots[slot] = digest
+    refs[digest] = refs.get(digest, 0) + 1
+    if old is not None:
+        refs[old] -= 1
+        if refs[old] <= 0:
+            del refs[old]
+            objects.pop(old, None)

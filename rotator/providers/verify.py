@@ -18,8 +18,6 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import requests
-
 from rotator.deadline import DeadlineExceeded, deadline_scope, read_body
 from rotator.errors import EndpointUnavailable, TokenVerificationFailed
 from rotator.providers.base import CONNECT_TIMEOUT, HttpReply, shared_session, unavailable_for
@@ -54,6 +52,8 @@ def verify_token(kind: str, instance_url: str | None, token: str, *, timeout: fl
     if not instance_url:
         raise TokenVerificationFailed("(no instance_url)", kind, None, None,
                                       "the token response has no instance_url to probe")
+    import requests  # only a credential with `verify` needs it (through the shared session)
+
     url = probe_url(kind, instance_url)
     shown = url.split("?", 1)[0]  # never the query string in messages
     started = time.monotonic()

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,8 +50,12 @@ class FileStore:
         self.name = name
         self.root = root
         self._real_root = root.resolve()  # resolved once: below it, no symlink is followed
+        self._root_text = str(self._real_root)
         self._root_checked = False
         self._key: bytes | None = None  # for version ids, from <root>/.version-key
+        # directories (st_dev, st_ino) whose leftover temp files this process has swept: once
+        # each, not on every write (a directory listing per write is O(records) per write)
+        self._swept: set[tuple[int, int]] = set()
 
     # -- interface
 
@@ -71,7 +76,7 @@ class FileStore:
         except RecordError as exc:
             exc.version = self._version(raw)
             raise
-        return Record(data, self._version(raw), {"file": str(self._real_root / f"{path}.json")})
+        return Record(data, self._version(raw), {"file": f"{self._root_text}/{path}.json"})
 
     def write(
         self,
@@ -92,7 +97,7 @@ class FileStore:
                     except FileNotFoundError:
                         old = None
                     current = self._version(old) if old is not None else None
-                    _sweep_leftovers(dir_fd, leaf)
+                    self._sweep_once(dir_fd, leaf)
                     if current != expected_version:
                         raise StoreConflict(
                             self.name,
@@ -182,25 +187,23 @@ class FileStore:
         if not self._root_checked:
             self._check_root()
         *folders, leaf = path.split("/")
-        if create:
-            make_private_dirs(self._real_root)
         try:
             fd = os.open(self._real_root, _DIR_FLAGS)
         except FileNotFoundError:
-            yield None, leaf
-            return
+            if not create:
+                yield None, leaf
+                return
+            make_private_dirs(self._real_root)
+            fd = os.open(self._real_root, _DIR_FLAGS)
         try:
-            self._trust_dir(fd, self._real_root, path)
+            self._trust_dir(fd, self._root_text, path)
             if self._key is None:
                 self._key = _version_key(fd)
-            where = self._real_root
+            where = self._root_text  # for messages only: a str, not a Path per component
             for folder in folders:
-                where = where / folder
-                if create:
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(folder, 0o700, dir_fd=fd)
+                where = f"{where}/{folder}"
                 try:
-                    child = os.open(folder, _DIR_FLAGS, dir_fd=fd)
+                    child = _open_dir(fd, folder, create=create)
                 except FileNotFoundError:
                     yield None, leaf
                     return
@@ -216,10 +219,18 @@ class FileStore:
         finally:
             os.close(fd)
 
-    def _trust_dir(self, fd: int, where: Path, path: str) -> None:
+    def _trust_dir(self, fd: int, where: Path | str, path: str) -> None:
         problem = dir_problem(os.fstat(fd), where)
         if problem is not None:
             raise StoreAccessDenied(self.name, path, f"refusing an untrusted store directory: {problem}")
+
+    def _sweep_once(self, dir_fd: int, leaf: str) -> None:
+        st = os.fstat(dir_fd)
+        where = (st.st_dev, st.st_ino)
+        if where in self._swept:
+            return
+        _sweep_leftovers(dir_fd, leaf)
+        self._swept.add(where)
 
     def _read_at(self, dir_fd: int, leaf: str, path: str, suffix: str = ".json") -> bytes:
         name = leaf + suffix
@@ -230,14 +241,13 @@ class FileStore:
                 raise StoreError(self.name, path, f"{name} is a symlink; refusing to follow it") from None
             raise
         try:
-            problem = file_problem(os.fstat(fd), name)
-        except BaseException:
+            st = os.fstat(fd)
+            problem = file_problem(st, name)
+            if problem is None:
+                return _read_capped(fd, st.st_size)
+        finally:
             os.close(fd)
-            raise
-        if problem is not None:
-            os.close(fd)
-            raise StoreAccessDenied(self.name, path, f"refusing an untrusted record: {problem}")
-        return _read_capped(fd)
+        raise StoreAccessDenied(self.name, path, f"refusing an untrusted record: {problem}")
 
     def _version(self, raw: bytes) -> str:
         assert self._key is not None  # loaded when the root was opened
@@ -259,13 +269,40 @@ class FileStore:
         return StoreError(self.name, path, f"cannot {action}: {exc.strerror}")
 
 
-def _read_capped(fd: int) -> bytes:
-    """Read (and close) an opened record, one byte past the cap so an oversize one is seen."""
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read(MAX_RECORD_BYTES + 1)
+def _read_capped(fd: int, size: int) -> bytes:
+    """Read an opened record, at most one byte past the cap so an oversize one is seen. `size`
+    (from fstat) sizes the first read: a buffer of the cap for every small record cost an
+    mmap and munmap per read. The file may change under us; reading on to EOF (or the cap)
+    keeps the result what a single large read would have returned."""
+    limit = MAX_RECORD_BYTES + 1
+    chunks: list[bytes] = []
+    total = 0
+    want = min(max(size, 0) + 1, limit)  # one past the size: EOF is seen in one call
+    while total < limit:
+        chunk = os.read(fd, min(want, limit - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        want = 64 * 1024
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # b"" when empty
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_dir(parent_fd: int, folder: str, *, create: bool) -> int:
+    """Open `folder` under its parent (never through a symlink), made 0700 first if missing
+    and `create`. Opened first, made only when missing: an existing directory (nearly always)
+    costs no failing mkdir call."""
+    try:
+        return os.open(folder, _DIR_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder, 0o700, dir_fd=parent_fd)
+    return os.open(folder, _DIR_FLAGS, dir_fd=parent_fd)
 
 
 @contextlib.contextmanager
@@ -369,11 +406,35 @@ def _link_previous(dir_fd: int, target: str) -> None:
         raise
 
 
+_TEMP = re.compile(r"\.(?P<leaf>.+)\.json(?:\.prev)?\.[0-9a-f]{12}\.tmp")
+
+
 def _sweep_leftovers(dir_fd: int, leaf: str) -> None:
-    """Remove temp files a killed writer of this record left behind (we hold its lock, so
-    no live writer owns them)."""
+    """Remove temp files killed writers left in this directory: those of `leaf` (we hold its
+    lock, so no live writer owns them) and those of any other record whose lock we can take
+    without waiting (a live writer holds its record's lock for as long as its temp file
+    exists; a record with a busy lock is left for the next sweep)."""
     patterns = (f".{leaf}.json.*.tmp", f".{leaf}.json.prev.*.tmp")
+    others: dict[str, list[str]] = {}
     for name in os.listdir(dir_fd):
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=dir_fd)
+        elif (found := _TEMP.fullmatch(name)) is not None:
+            others.setdefault(found["leaf"], []).append(name)
+    for other, names in others.items():
+        try:
+            fd = os.open(f"{other}.json.lock", os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError:
+            continue  # no lock file (or not ours to open): leave them
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live writer: its temp file is no leftover
+        try:
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=dir_fd)
+        finally:
+            os.close(fd)

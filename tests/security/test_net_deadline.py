@@ -73,3 +73,27 @@ def test_the_deadline_module_on_its_own(evil: HostileEndpoint) -> None:
     evil.answer(200, b"{}")
     assert session.post(evil.url, data=b"", timeout=5).content == b"{}"
     session.close()
+
+
+def test_one_watchdog_thread_serves_every_scope(evil: HostileEndpoint) -> None:
+    """Fifty open scopes start no thread each; a long outer deadline does not delay a short
+    inner one (the watchdog wakes for the earliest)."""
+    import contextlib
+    import threading
+
+    from rotator.deadline import DeadlineAdapter, DeadlineExceeded, deadline_scope, read_body
+
+    with contextlib.ExitStack() as scopes:
+        for _ in range(50):
+            scopes.enter_context(deadline_scope(30.0))
+        assert sum(t.name == "rotator-deadline" for t in threading.enumerate()) == 1
+    evil.trickle(b"x" * 100, every=0.5)
+    session = requests.Session()
+    session.mount("http://", DeadlineAdapter(max_retries=0))
+    began = time.monotonic()
+    with deadline_scope(60.0), deadline_scope(1.0) as inner, \
+            pytest.raises((requests.exceptions.RequestException, DeadlineExceeded)):
+        response = session.post(evil.url, data=b"", timeout=inner.timeouts(connect=5), stream=True)
+        read_body(response, inner, limit=1000)
+    assert inner.expired and time.monotonic() - began < 4
+    session.close()
