@@ -11,7 +11,6 @@ are refused outright, and "loopback" means the name `localhost` or a loopback IP
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 from urllib.parse import urlsplit
@@ -26,9 +25,6 @@ _BAD_CHARS = re.compile(
 )
 
 
-# The checks below are pure and run on every token reply (instance_url, id): memoised, with a
-# small bound because a hostile endpoint chooses the values.
-@functools.lru_cache(maxsize=256)
 def is_loopback_host(host: str) -> bool:
     """`localhost` or a loopback IP literal (brackets allowed around IPv6)."""
     host = host.lower()
@@ -42,7 +38,6 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=256)
 def url_host(url: str) -> str:
     """The host of a URL that passed check_url, lowercase, without IPv6 brackets."""
     host = (parse_url(url).host or "").lower()
@@ -50,16 +45,6 @@ def url_host(url: str) -> str:
 
 
 def check_url(url: str) -> str:
-    """Return `url` without a trailing slash, or raise ValueError saying what to write instead.
-
-    The message never repeats the URL in full (it may come from a hostile endpoint)."""
-    if not isinstance(url, str):  # lru_cache needs a hashable argument
-        raise ValueError("expected a URL such as https://login.salesforce.com")
-    return _check_url(url)
-
-
-@functools.lru_cache(maxsize=256)
-def _check_url(url: str) -> str:
     """Return `url` without a trailing slash, or raise ValueError saying what to write instead.
 
     The message never repeats the URL in full (it may come from a hostile endpoint)."""

@@ -12,11 +12,20 @@ answers with a loopback `instance_url` is refused unless the operator listed the
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from rotator import urls
 from rotator.errors import EndpointProtocolError
 from rotator.sanitize import sanitize_remote
-from rotator.urls import check_url, is_loopback_host, url_host
+
+# Every token reply is checked (instance_url, id) with the same few values: the checks are pure,
+# so this path memoises them, bounded because a hostile endpoint chooses the values (string
+# arguments only: check_returned_url refuses anything else first). Memoised here rather than
+# in rotator.urls, whose functions stay plain: mutmut does not mutate decorated functions.
+check_url = functools.lru_cache(maxsize=256)(urls.check_url)
+url_host = functools.lru_cache(maxsize=256)(urls.url_host)
+is_loopback_host = functools.lru_cache(maxsize=256)(urls.is_loopback_host)
 
 # Salesforce's own domains (help.salesforce.com: "Allow the Required Domains"); an org on a
 # custom domain or behind a proxy lists its host in instance_hosts.
