@@ -464,6 +464,38 @@ def test_hourly_request_cap_holds_across_restarts(
     assert_clean_output(again)
 
 
+def test_more_due_work_than_workers_serves_every_credential_in_turn(
+    tmp_path, endpoint, run_cli, key_files, start_daemon
+) -> None:
+    """Overload: 6 credentials every 1 s, one worker, each token request answered 0.3 s late
+    (at most ~3 runs a second for 6 due). Every credential still gets its turn: the runs that
+    cannot start are folded into the one already queued (rotator_runs_coalesced_total), none is
+    dropped for waiting too long. With a misfire grace of one interval, the credentials at the
+    back of the queue were dropped on every turn and never rotated after the first second."""
+    port = free_port()
+    names = [f"c{i}" for i in range(6)]
+    config = make_config(tmp_path, endpoint, creds={n: EVERY_1S for n in names}, port=port,
+                         workers=1)
+    import_keys(run_cli, endpoint, config, key_files, *names)
+    endpoint.set_fault("slow", delay=0.3)
+    daemon = start_daemon(config, port=port)
+
+    def served() -> dict[str, int]:
+        counts = dict.fromkeys(names, 0)
+        for event in daemon.events("rotation.succeeded"):
+            counts[event["credential"]] += 1
+        return counts
+
+    wait_for(lambda: sum(served().values()) >= 24, 30, "24 rotations")
+    counts = served()
+    assert max(counts.values()) - min(counts.values()) <= 2, counts  # in turn, not by luck
+    status, text = daemon.http("/metrics")
+    assert status == 200
+    assert (metric(text, "rotator_runs_coalesced_total") or 0) >= 1
+    assert daemon.stop()[0] == 0
+    assert_clean_output(daemon)
+
+
 # ---------------------------------------------------------------------------- replicas
 
 

@@ -10,10 +10,12 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from apscheduler.events import EVENT_JOB_ERROR
@@ -21,6 +23,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from rotator.audit import pipeline as audit
 from rotator.config import parse_config
+from rotator.daemon.fair_executor import FairExecutor
 from rotator.daemon.health import HealthServer
 from rotator.daemon.metrics import Metrics
 from rotator.daemon.scheduling import Rotations
@@ -292,3 +295,47 @@ def test_request_times_are_a_compact_sliding_window() -> None:
         tracemalloc.stop()
     assert size / 18_000 < 10, f"{size / 18_000:.1f} bytes a request"
     assert sys.getsizeof(held) < 200  # the times live in the array, not in the object
+
+
+def test_fair_executor_serves_the_least_recently_served_job_first() -> None:
+    """With every worker busy, queued runs start oldest-previous-run first (never run: first),
+    not in the order they were queued: an overloaded daemon serves each credential in turn."""
+    scheduler = BackgroundScheduler()  # not started: the executor needs its lock and events
+    executor = FairExecutor(1)
+    executor.start(scheduler, "default")
+    started: list[str] = []
+    release = threading.Event()
+    all_done = threading.Event()
+    expected = 6
+
+    def run(name: str) -> None:
+        started.append(name)
+        if name == "blocker":
+            release.wait(10)
+        if len(started) == expected:
+            all_done.set()
+
+    def submit(name: str) -> None:
+        job = SimpleNamespace(id=name, max_instances=1, misfire_grace_time=None, func=run,
+                              args=(name,), kwargs={}, _jobstore_alias="default")
+        executor.submit_job(job, [datetime.now(UTC)])
+
+    try:
+        submit("a")
+        submit("b")  # a, then b: b is the more recently served
+        deadline = time.monotonic() + 10
+        while executor._instances and time.monotonic() < deadline:  # both runs over
+            time.sleep(0.01)
+        assert not executor._instances
+        submit("blocker")  # holds the only worker while the next three queue up
+        for name in ("b", "c", "a"):  # queued in this order
+            submit(name)
+        release.set()
+        assert all_done.wait(10), started
+        assert started == ["a", "b", "blocker", "c", "a", "b"]
+        assert executor.queued() == 0
+    finally:
+        release.set()
+        executor.shutdown(wait=True)
+    with pytest.raises(RuntimeError):
+        submit("late")

@@ -13,6 +13,7 @@ Names follow cert-manager's, so its dashboards and alerts carry over:
     rotator_rotation_interval_seconds{credential}         `every` (token age is judged against it)
     rotator_rotation_errors_total{credential,error_class} failed runs by rotator.errors class
     rotator_certificate_publications_total{credential,result}  Metadata API publications: success | failure
+    rotator_runs_coalesced_total                          runs folded into a still queued or running one
     rotator_build_info{version}
 
 Labels carry credential names and fixed words only, never a value read from a record.
@@ -108,6 +109,11 @@ class Metrics:
             "rotator_certificate_publications",
             "Certificates published into the app through the Metadata API, by outcome.",
             ["credential", "result"], registry=r,
+        )
+        self.coalesced = Counter(
+            "rotator_runs_coalesced",
+            "Scheduled runs that found the credential's previous run still queued or running and "
+            "were folded into it: more due work than daemon.workers can do.", registry=r,
         )
         self.build_info = Gauge("rotator_build_info", "rotator's version.", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
