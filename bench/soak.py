@@ -77,6 +77,7 @@ class SoakResult:
     rotations: dict[str, float] = field(default_factory=dict)  # result -> total
     events: Counter[str] = field(default_factory=Counter)
     library: Counter[str] = field(default_factory=Counter)  # library.log messages, numbers masked
+    coalesced: float = 0.0  # rotator_runs_coalesced_total: runs folded into a queued one
     exit_code: int | None = None
     stop_s: float = 0.0
     stderr_bytes: int = 0
@@ -105,13 +106,17 @@ def proc_sample(pid: int, began: float) -> Sample:
 _METRIC = re.compile(r"^(rotator_token_requests_total|rotator_rotation_total)\{([^}]*)\} (\S+)$")
 
 
-def scrape(port: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Per-credential token requests, and rotations per result summed over credentials."""
+def scrape(port: int) -> tuple[dict[str, float], dict[str, float], float]:
+    """Per-credential token requests, rotations per result summed over credentials, and the
+    runs coalesced into a still queued one."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
         text = reply.read().decode()
     requests: dict[str, float] = {}
     rotations: Counter[str] = Counter()
+    coalesced = 0.0
     for line in text.splitlines():
+        if line.startswith("rotator_runs_coalesced_total "):
+            coalesced = float(line.split()[1])
         match = _METRIC.match(line)
         if not match:
             continue
@@ -120,7 +125,7 @@ def scrape(port: int) -> tuple[dict[str, float], dict[str, float]]:
             requests[labels["credential"]] = float(match.group(3))
         else:
             rotations[labels.get("result", "?")] += float(match.group(3))
-    return requests, dict(rotations)
+    return requests, dict(rotations), coalesced
 
 
 def run_soak(workdir: Path, *, credentials: int, interval: str, duration: float, log=print) -> SoakResult:
@@ -168,7 +173,7 @@ def run_soak(workdir: Path, *, credentials: int, interval: str, duration: float,
                         last_log = time.monotonic()
                     time.sleep(0.2)
                 result.samples.append(proc_sample(proc.pid, began))
-                result.requests, result.rotations = scrape(port)
+                result.requests, result.rotations, result.coalesced = scrape(port)
                 stop = time.monotonic()
                 proc.send_signal(signal.SIGTERM)
                 result.exit_code = proc.wait(60)
@@ -234,6 +239,7 @@ def summarise(result: SoakResult) -> dict[str, Any]:
         "requests_ideal": ideal,
         "credentials_seen": len(counts),
         "rotations": result.rotations,
+        "coalesced": result.coalesced,
         "failed_events": result.events.get("rotation.failed", 0),
         "library_warnings": result.events.get("library.log", 0),
         "library_messages": dict(result.library.most_common(3)),
@@ -265,6 +271,7 @@ def section(s: dict[str, Any], command: str) -> str:
         ),
         ("Token requests, all credentials", f"{s['requests_total']:.0f}"),
         ("Rotations by result (/metrics)", ", ".join(f"{k} {v:.0f}" for k, v in sorted(rot.items()))),
+        ("Runs coalesced into a queued run (rotator_runs_coalesced_total)", f"{s['coalesced']:.0f}"),
         ("rotation.failed audit lines", str(s["failed_events"])),
         ("Scheduler/library warnings (library.log)", str(s["library_warnings"])),
         *[(f"&nbsp;&nbsp;{count} x", f"`{message}`") for message, count in s["library_messages"].items()],
