@@ -194,12 +194,19 @@ class Engine:
 
     # -- one rotation
 
-    def rotate(self, name: str, *, force: bool = False, dry_run: bool = False) -> RotationResult:
+    def rotate(
+        self, name: str, *, force: bool = False, dry_run: bool = False, own: str | None = None
+    ) -> RotationResult:
+        """One rotation of `name`. `own`: the rotation id of the token the caller wrote last (the
+        daemon's schedule): a stored token with that id is due now, whatever its age - the age
+        check is there to notice another writer's fresher token, and a run that comes a little
+        early against the previous one's finish (a queue that drained in another order) must
+        not be skipped."""
         rotation_id = uuid.uuid4().hex
         started = time.monotonic()
         with audit.bound_contextvars(rotation_id=rotation_id, credential=name):
             try:
-                result = self._rotate(name, rotation_id, force=force, dry_run=dry_run)
+                result = self._rotate(name, rotation_id, force=force, dry_run=dry_run, own=own)
             except Exception as raw:  # one broken credential must not stop the others
                 exc = raw if isinstance(raw, RotatorError) else InternalError(raw)
                 result = RotationResult(name, False, "failed", error=exc, rotation_id=rotation_id)
@@ -210,7 +217,9 @@ class Engine:
                 )
             return _with_duration(result, time.monotonic() - started)
 
-    def _rotate(self, name: str, rotation_id: str, *, force: bool, dry_run: bool) -> RotationResult:
+    def _rotate(
+        self, name: str, rotation_id: str, *, force: bool, dry_run: bool, own: str | None
+    ) -> RotationResult:
         cred = self.resolve(name)
         self._step(name, "start")
         audit.emit("rotation.started", force=force, dry_run=dry_run)
@@ -221,7 +230,8 @@ class Engine:
         _refuse_key_material(cred.config, token_record)
         keys = lifecycle.prepare(cred.keys, keyrec, loaded, token, dry_run=dry_run)
         loaded = keys.current
-        if not force and not dry_run:
+        ours = own is not None and token is not None and token.rotation_id == own
+        if not force and not dry_run and not ours:
             due = token_due(token, every=cred.config.every, jitter=cred.config.jitter, now=self.now(),
                             key_sha256=loaded.signer.cert_sha256)
             if not due.due:

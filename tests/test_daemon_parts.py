@@ -217,7 +217,7 @@ class _CrashingEngine:
         self.config = config
         self.stores = _NoStores()
 
-    def rotate(self, name: str):
+    def rotate(self, name: str, **_options: object):
         raise RuntimeError(f"bug holding {FAKE_SECRET}")
 
     def read_token(self, name: str):

@@ -106,6 +106,26 @@ def test_second_rotate_skips_fresh_token(run_cli, endpoint, config_path: Path) -
     assert prev.read_bytes() == before
 
 
+def test_a_fresh_token_the_caller_wrote_itself_is_due_by_its_schedule(
+    run_cli, endpoint, config_path: Path
+) -> None:
+    """`own` (the daemon's last rotation id): the caller's own fresh token is replaced when its
+    schedule runs; a fresh token someone else wrote (another id, or none given) still skips."""
+    setup_credential(run_cli, endpoint, config_path)
+    engine = Engine(load_config(config_path))
+    first = engine.rotate("sf")
+    assert first.action == "rotated" and first.rotation_id
+    assert engine.rotate("sf").action == "skipped"
+    assert engine.rotate("sf", own="0" * 32).action == "skipped"  # another writer's token
+    assert endpoint.token_requests == 1
+    again = engine.rotate("sf", own=first.rotation_id)
+    assert again.ok and again.action in ("rotated", "reused")
+    assert endpoint.token_requests == 2
+    stored = json.loads(token_file(config_path).read_text())
+    assert stored["rotation_id"] == again.rotation_id != first.rotation_id
+    assert engine.rotate("sf", own=first.rotation_id).action == "skipped"  # no longer ours
+
+
 def test_dry_run_does_not_exchange(run_cli, endpoint, config_path: Path) -> None:
     """--dry-run loads and mints but never reaches the endpoint nor writes."""
     setup_credential(run_cli, endpoint, config_path)

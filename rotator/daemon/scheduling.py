@@ -141,6 +141,8 @@ class CredentialState:
     last_success: float | None = None
     last_result: str | None = None
     runs: int = 0
+    # the rotation id of the token this daemon wrote last: due by the schedule, not by its age
+    own_rotation_id: str | None = None
     # the last observation of the stores
     token_issued_at: datetime | None = None
     token_expires_at: datetime | None = None
@@ -248,6 +250,7 @@ class Rotations:
             previous = self.states.get(name)
         if previous is not None:  # a reload keeps the request history: the cap still holds
             state.requests, state.last_success = previous.requests, previous.last_success
+            state.own_rotation_id = previous.own_rotation_id
         state.requests.extend(sorted(requests))
         now = self.clock()
         _prune(state.requests, now)
@@ -332,7 +335,9 @@ class Rotations:
         if wait > 0:
             self._defer(cred, state, now, wait)
             return
-        result = engine.rotate(name)
+        with self._lock:
+            own = state.own_rotation_id
+        result = engine.rotate(name, own=own)
         self.metrics.rotation(name, result.action, result.duration, result.error)
         key_changed = bool(result.key_sha256) and result.key_sha256 != state.key_sha256
         token, _known = self._observe(engine, state, key=key_changed, written=result.token)
@@ -368,6 +373,8 @@ class Rotations:
             state.last_error = None
             state.permanent = False
             state.last_success = now
+            if result.action in ("rotated", "reused"):
+                state.own_rotation_id = result.rotation_id
             self.stores[cred.key.store] = None
             self.stores[cred.token.store] = None
         if result.action in ("skipped", "superseded") and token is not None:
