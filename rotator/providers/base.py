@@ -179,7 +179,9 @@ def post_form(
 _FORM_HEADERS = {
     "User-Agent": f"rotator/{__version__}",
     "Accept": "application/json",
-    "Accept-Encoding": "gzip, deflate",  # what requests sent; the body limit counts decoded bytes
+    # what requests sent; the body limit counts decoded bytes, and urllib3>=2.6 decodes a bounded
+    # piece at a time (a decompression bomb is refused without being inflated)
+    "Accept-Encoding": "gzip, deflate",
     "Content-Type": "application/x-www-form-urlencoded",
 }
 

@@ -20,6 +20,7 @@ class HostileEndpoint:
         self.status = 200
         self.body = b"{}"
         self.content_type = "application/json"
+        self.content_encoding: str | None = None  # sent as Content-Encoding when set
         self.trickle_every: float | None = None
         self.trickle_headers = False
         self.requests = 0
@@ -64,6 +65,8 @@ class HostileEndpoint:
                 if every is None:
                     self.send_response(owner.status)
                     self.send_header("Content-Type", owner.content_type)
+                    if owner.content_encoding:
+                        self.send_header("Content-Encoding", owner.content_encoding)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
