@@ -44,6 +44,7 @@ from rotator.audit import pipeline as audit
 from rotator.clock import rfc3339
 from rotator.config import CredentialConfig
 from rotator.daemon.fair_executor import FairExecutor
+from rotator.daemon.memory import Trimmer
 from rotator.daemon.metrics import Metrics
 from rotator.durations import format_duration
 from rotator.engine import Engine, RotationResult
@@ -188,6 +189,7 @@ class Rotations:
         self._users: dict[int, int] = {}  # id(engine) -> runs using it
         self._retired: list[Engine] = []
         self._stopping = False
+        self.trimmer = Trimmer()  # freed heap memory back to the kernel (rotator.daemon.memory)
         self.executor = FairExecutor(workers)  # least recently served credential first
         self.scheduler = BackgroundScheduler(
             executors={"default": self.executor},
@@ -228,7 +230,6 @@ class Rotations:
         audit pipeline passes on once a minute; the counter keeps every one."""
         if event.job_id != STORE_CHECK_JOB:
             self.metrics.coalesced.inc()
-
 
     def alive(self) -> bool:
         """The scheduler thread runs (what the systemd watchdog vouches for)."""
@@ -314,6 +315,14 @@ class Rotations:
             self._release(engine)
             self._guarded(lambda: self._rerun_if_replaced(state))
             self._guarded(self.on_change)
+            self._guarded(self._trim_when_drained)
+
+    def _trim_when_drained(self) -> None:
+        """The last run of a busy stretch: give what it freed back (at most every 10 s)."""
+        with self._lock:
+            drained = not self._users and self.executor.queued() == 0
+        if drained:
+            self.trimmer.trim()
 
     def _rerun_if_replaced(self, state: CredentialState) -> None:
         """A reload replaced this credential while it ran: the new job's first run may have
@@ -472,6 +481,7 @@ class Rotations:
             self._guarded(lambda: self.check_stores(engine))
         finally:
             self._release(engine)
+        self._guarded(lambda: self.trimmer.trim(force=True))  # a daemon that is never idle too
 
     def _store_trouble(self, error: BaseException) -> None:
         if isinstance(error, StoreUnavailable | StoreAuthError):
