@@ -63,14 +63,20 @@ def _lost(summary: dict[str, Any]) -> float:
     return summary["rotations"].get("skipped", 0.0) + summary["coalesced"] + summary["library_warnings"]
 
 
-def measure(*, overload: int, probe: float, duration: float, log: Any = print) -> dict[str, Any]:
-    credentials = overload
-    for _ in range(4):
-        over = _run(credentials, probe, log)
-        if over["requests_min"] < 0.97 * over["requests_ideal"]:
-            break  # the least served fell short: the daemon could not keep up
-        credentials *= 2
+def measure(*, overload: int, probe: float, duration: float, log: Any = print,
+            previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`previous`: the figures of an earlier run whose probe is kept (--reuse-probe)."""
+    if previous is not None:
+        over = previous["overload"]
+    else:
+        credentials = overload
+        for _ in range(4):
+            over = _run(credentials, probe, log)
+            if over["requests_min"] < 0.97 * over["requests_ideal"]:
+                break  # the least served fell short: the daemon could not keep up
+            credentials *= 2
     capacity = over["rate"]
+    probe = over["duration_s"]
     at80 = _run(max(1, round(0.8 * capacity)), duration, log)
     at50 = _run(max(1, round(0.5 * capacity)), duration, log)
     return {"capacity": capacity, "overload": over, "at80": at80, "at50": at50,
@@ -151,13 +157,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overload", type=int, default=600, help="credentials of the first probe")
     parser.add_argument("--probe", type=float, default=120.0, help="seconds of the capacity probe")
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of the 80 %% and 50 %% runs")
+    parser.add_argument("--reuse-probe", type=Path, metavar="JSON",
+                        help="keep the capacity probe of an earlier --json output; rerun the rest")
     parser.add_argument("--no-write", action="store_true", help="print, do not touch docs/benchmarks.md")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--doc", type=Path, default=DOC)
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(["python -m bench.capacity", *given]).strip()
-    found = measure(overload=args.overload, probe=args.probe, duration=args.duration)
+    previous = json.loads(args.reuse_probe.read_text()) if args.reuse_probe else None
+    found = measure(overload=args.overload, probe=args.probe, duration=args.duration,
+                    previous=previous)
     body = section(found, command)
     print(body)
     if args.json:
