@@ -208,6 +208,32 @@ def test_state_file_is_atomic_private_and_tolerant(tmp_path: Path) -> None:
     assert read_recent_requests(None) == {}
 
 
+def test_state_file_streams_one_credential_at_a_time(tmp_path: Path) -> None:
+    """300 credentials with 1,800 request times each: written from (name, entry) pairs made on
+    demand, the writer holds one credential's times at once - the whole fleet's as Python
+    floats (what a dict of every entry held) is about 20 MiB."""
+    import tracemalloc
+
+    def entries():
+        for index in range(300):
+            yield f"c{index:03d}", {"next_run": None, "recent_requests":
+                                    [1_800_000_000.0 + i + index / 1000 for i in range(1800)]}
+
+    tracemalloc.start()
+    try:
+        write_state(tmp_path, {"pid": 1, "credentials": entries()})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 2**20, f"{peak / 2**20:.1f} MiB"
+    data = json.loads((tmp_path / "state.json").read_text())
+    assert data["version"] == 1 and data["pid"] == 1 and len(data["credentials"]) == 300
+    assert data["credentials"]["c299"]["recent_requests"][-1] == 1_800_001_799.299
+    assert len(read_recent_requests(tmp_path)["c007"]) == 1800
+    write_state(tmp_path, {"credentials": {}})
+    assert json.loads((tmp_path / "state.json").read_text()) == {"version": 1, "credentials": {}}
+
+
 # ---------------------------------------------------------------------------- one job
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from tests.conftest import write_config
 
 
 class Runs:
-    """The two things the state writer asks of the scheduler: the snapshot and the summary."""
+    """The two things the state writer asks of the scheduler: the entries and the summary."""
 
     def __init__(self) -> None:
         self.finished = 0
@@ -34,9 +35,9 @@ class Runs:
         with self._lock:
             self.finished += 1
 
-    def snapshot(self) -> dict[str, Any]:
+    def entries(self) -> Iterator[tuple[str, dict[str, Any]]]:
         with self._lock:
-            return {"sf": {"runs": self.finished}}
+            yield "sf", {"runs": self.finished}
 
     def summary(self) -> str:
         return "1 credentials, 1 healthy"

@@ -514,12 +514,23 @@ class Rotations:
 
     def snapshot(self) -> dict[str, Any]:
         """The per-credential part of state.json."""
+        return dict(self.entries())
+
+    def entries(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The per-credential part of state.json, one credential at a time: a writer that
+        streams them holds one credential's request history as Python floats at once (at most
+        max_requests_per_hour of them), not the whole fleet's (at 1,800 an hour per credential
+        that would be tens of MB, allocated every state write)."""
         runs = {job.id: job.next_run_time for job in self.scheduler.get_jobs()}
-        out: dict[str, Any] = {}
         with self._lock:
-            for name, state in sorted(self.states.items()):
+            names = sorted(self.states)
+        for name in names:
+            with self._lock:
+                state = self.states.get(name)
+                if state is None:
+                    continue  # removed meanwhile (a reload)
                 next_run = runs.get(name)
-                out[name] = {
+                entry = {
                     "next_run": rfc3339(next_run) if next_run else None,
                     "last_error": state.last_error,
                     "permanent_error": state.permanent,
@@ -528,7 +539,7 @@ class Rotations:
                     "consecutive_failures": state.consecutive_failures,
                     "recent_requests": [round(t, 3) for t in state.requests],
                 }
-        return out
+            yield name, entry
 
     def summary(self) -> str:
         """One line for systemd's STATUS=."""

@@ -309,7 +309,7 @@ class Daemon:
                 write_state(config.daemon.state_dir, {
                     "pid": os.getpid(),
                     "updated_at": rfc3339(utc_now()),
-                    "credentials": rotations.snapshot(),
+                    "credentials": rotations.entries(),
                 })
                 self._state_error = None
             except OSError as exc:
