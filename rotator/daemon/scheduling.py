@@ -269,8 +269,9 @@ class Rotations:
                 # drops a run that waited longer than it in the worker queue: at more due work
                 # than the workers can do, that starved whichever credentials sat at the back
                 # of the queue on every turn (2 token requests against 120 in one 2-minute
-                # run), while a FIFO queue holding at most one run per credential
-                # (max_instances=1) serves every credential in turn. docs/daemon.md.
+                # run). The queue holds at most one run per credential (max_instances=1) and
+                # FairExecutor starts the least recently served first: every credential gets
+                # its turn. docs/daemon.md.
                 misfire_grace_time=None,
             )
         return _at(first)
