@@ -112,3 +112,32 @@ def test_missing_tools_become_notes_not_errors(tmp_path: Path) -> None:
     assert "openssl, curl not installed" in notes
     assert "openssl + curl shell loop" not in {r["Tool"] for r in tables["alternatives"]["rows"]}
     assert all(r["Max RSS MiB"] != "—" for r in tables["footprint"]["rows"] if r["Config"] == "file")
+
+
+def _summary(credentials: int, counts: list[float], *, duration: float = 600.0,
+             skipped: float = 0, coalesced: float = 0, warnings: int = 0) -> dict:
+    return {
+        "credentials": credentials, "interval_s": 1.0, "duration_s": duration,
+        "counts": counts, "requests_min": min(counts), "requests_median": sorted(counts)[len(counts) // 2],
+        "requests_max": max(counts), "requests_total": sum(counts), "requests_ideal": duration,
+        "credentials_seen": len(counts), "rate": sum(counts) / duration,
+        "rotations": {"skipped": skipped, "failure": 0.0}, "coalesced": coalesced,
+        "library_warnings": warnings, "cpu_pct": 50.0, "rss_max_mb": 60.0,
+    }
+
+
+def test_capacity_verdicts_follow_the_counts() -> None:
+    """bench.capacity's table: fair within ±10 % of the share, and "none lost" means none."""
+    from bench.capacity import section
+
+    fair = {"capacity": 400.0, "probe": 120.0, "duration": 600.0,
+            "overload": _summary(600, [80.0] * 599 + [81.0], duration=120.0, coalesced=900),
+            "at80": _summary(320, [600.0] * 319 + [599.0]),
+            "at50": _summary(200, [600.0] * 200)}
+    rows = [line for line in section(fair, "cmd").splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[8] for row in rows] == ["yes", "yes", "yes"]
+    assert rows[2].split(" | ")[10] == "yes"  # none lost at 50 %
+    unfair = {**fair, "at80": _summary(320, [600.0] * 300 + [500.0] * 20),
+              "at50": _summary(200, [600.0] * 200, skipped=1)}
+    rows = [line for line in section(unfair, "cmd").splitlines() if line.startswith("| ")][1:]
+    assert rows[1].split(" | ")[8] == "**no**" and rows[2].split(" | ")[10] == "**no**"
